@@ -1,0 +1,85 @@
+"""Time gliomaseg's lesion-wise evaluation on the metric fixtures, against the official code's recorded times.
+
+Run: ``.venv/bin/python benchmarks/bench_evaluate.py`` (or ``make bench``). One process,
+one core (BLAS threads pinned to 1). Writes ``benchmarks/results/evaluate.json`` and
+``evaluate.md``; the last line of stdout is a JSON object with the headline figures.
+
+The official times come from ``expected-official.json`` (``seconds``, measured on a
+shared 2-core machine when the fixtures were made), so the ratio compares machines
+of the same kind but not the same run; our own times are the median of 3 repeats.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import csv  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import resource  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from gliomaseg.evaluation.evaluate import CasePair, score_pair  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures" / "metrics"
+RESULTS = ROOT / "benchmarks" / "results"
+REPEATS = 3
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
+
+
+def main() -> None:
+    expected = json.loads((FIXTURES / "expected-official.json").read_text())
+    rows = []
+    for pair in csv.DictReader((FIXTURES / "pairs.csv").open()):
+        case = CasePair(pair["case_id"], FIXTURES / pair["pred_path"], FIXTURES / pair["gt_path"])
+        times = []
+        for _ in range(REPEATS):
+            started = time.perf_counter()
+            score_pair(case)
+            times.append(time.perf_counter() - started)
+        ours = statistics.median(times)
+        official = float(expected[pair["case_id"]]["seconds"])
+        rows.append({"case_id": pair["case_id"], "seconds": ours, "official_seconds": official, "speedup": official / ours})
+        print(f"{pair['case_id']:<36} {ours:7.3f} s   official {official:7.1f} s   x{official / ours:7.0f}", file=sys.stderr)
+    peak_rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    headline = {
+        "pairs": len(rows),
+        "median_seconds": statistics.median(r["seconds"] for r in rows),
+        "max_seconds": max(r["seconds"] for r in rows),
+        "median_official_seconds": statistics.median(r["official_seconds"] for r in rows),
+        "median_speedup": statistics.median(r["speedup"] for r in rows),
+        "min_speedup": min(r["speedup"] for r in rows),
+        "peak_rss_gb": round(peak_rss_gb, 3),
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "evaluate.json").write_text(json.dumps({"machine": machine(), "headline": headline, "pairs": rows}, indent=2) + "\n")
+    lines = [
+        f"Machine: {machine()}; one process, one thread, median of {REPEATS} runs per pair (load + score).",
+        "",
+        "| pairs | median s/pair (gliomaseg) | max s/pair | median s/pair (official, recorded) | median speed-up | min speed-up | peak RSS |",
+        "|---|---|---|---|---|---|---|",
+        f"| {headline['pairs']} | {headline['median_seconds']:.3f} | {headline['max_seconds']:.3f} | "
+        f"{headline['median_official_seconds']:.1f} | {headline['median_speedup']:.0f}x | {headline['min_speedup']:.0f}x | "
+        f"{headline['peak_rss_gb']:.2f} GB |",
+    ]
+    (RESULTS / "evaluate.md").write_text("\n".join(lines) + "\n")
+    print(json.dumps(headline))
+
+
+if __name__ == "__main__":
+    main()

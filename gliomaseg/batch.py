@@ -1,0 +1,74 @@
+"""Run one function over many cases: parallel, with a progress bar, bad cases reported not fatal."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from tqdm import tqdm
+
+from gliomaseg.errors import InputError
+
+log = logging.getLogger("gliomaseg")
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass
+class BatchReport(Generic[R]):
+    """Results by case name, and one-line errors of the cases that failed."""
+
+    results: dict[str, R] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def summary(self, what: str) -> str:
+        return f"{what}: {len(self.results)} done, {len(self.failures)} failed"
+
+
+def run_batch(
+    items: Sequence[T],
+    name: Callable[[T], str],
+    work: Callable[[T], R],
+    workers: int = 1,
+    desc: str = "cases",
+    fail_fast: bool = False,
+    quiet: bool = False,
+) -> BatchReport[R]:
+    """Apply ``work`` to every item; InputErrors are logged per case and collected.
+
+    With ``fail_fast`` the first failure is raised instead. ``work`` must be
+    picklable when ``workers > 1`` (a module-level function or functools.partial).
+    """
+    report: BatchReport[R] = BatchReport()
+    bar = tqdm(total=len(items), desc=desc, unit="case", disable=quiet, dynamic_ncols=True)
+
+    def record(item_name: str, outcome: Callable[[], R]) -> None:
+        try:
+            report.results[item_name] = outcome()
+        except InputError as err:
+            if fail_fast:
+                raise
+            report.failures[item_name] = str(err)
+            log.error("%s", err)
+        finally:
+            bar.update(1)
+
+    try:
+        if workers <= 1 or len(items) <= 1:
+            for item in items:
+                record(name(item), lambda item=item: work(item))
+        else:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                futures = {pool.submit(work, item): name(item) for item in items}
+                for future in as_completed(futures):
+                    record(futures[future], future.result)
+    finally:
+        bar.close()
+    return report

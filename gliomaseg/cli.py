@@ -1,0 +1,236 @@
+"""The ``gliomaseg`` command: a thin layer that parses arguments and calls the API."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from gliomaseg import __version__
+from gliomaseg.errors import InputError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Post-treatment glioma segmentation (BraTS 2024 GLI): check, preprocess, train, predict, evaluate, show.")
+log = logging.getLogger("gliomaseg")
+_state = {"quiet": False}
+
+Workers = Annotated[int, typer.Option("--workers", "-j", help="Parallel processes.")]
+FailFast = Annotated[bool, typer.Option("--fail-fast", help="Stop at the first bad case instead of reporting it and going on.")]
+
+
+def _fail(message: str, code: int = 1) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def handles_input_errors(command):
+    """Turn InputError into a one-line message and exit status 1 (no traceback)."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except InputError as err:
+            _fail(str(err))
+        except PermissionError as err:
+            _fail(f"{err.filename}: not writable ({err.strerror})")
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+
+    return wrapper
+
+
+def _finish(report, what: str) -> None:
+    typer.echo(report.summary(what), err=True)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.callback()
+def main(
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors; no progress bars.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    level = logging.ERROR if quiet else logging.DEBUG if verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(message)s", stream=sys.stderr, force=True)
+    _state["quiet"] = quiet
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo(__version__)
+
+
+@app.command()
+@handles_input_errors
+def check(data_dir: Path, workers: Workers = 1) -> None:
+    """Validate case folders and print dataset statistics."""
+    from gliomaseg.preprocessing.dataset_stats import check_dataset, format_report
+
+    report = check_dataset(data_dir, workers=workers, quiet=_state["quiet"])
+    typer.echo(format_report(report))
+    _finish(report, "check")
+
+
+@app.command()
+@handles_input_errors
+def synth(
+    out_dir: Path,
+    cases: Annotated[int, typer.Option(min=1)] = 4,
+    seed: int = 0,
+    shape: Annotated[tuple[int, int, int], typer.Option(help="Grid, e.g. 240 240 155 for SRI-24.")] = (182, 218, 182),
+) -> None:
+    """Write synthetic post-treatment cases in BraTS layout (with -seg)."""
+    from gliomaseg.data.synthetic import write_synthetic_dataset
+
+    folders = write_synthetic_dataset(out_dir, cases, seed=seed, shape=shape)
+    typer.echo(f"wrote {len(folders)} cases to {out_dir}", err=True)
+
+
+@app.command()
+@handles_input_errors
+def preprocess(
+    data_dir: Path,
+    out_dir: Path,
+    size: Annotated[int, typer.Option(help="Cubic network grid side.")] = 160,
+    workers: Workers = 1,
+    overwrite: bool = False,
+    fail_fast: FailFast = False,
+) -> None:
+    """Crop, normalise and resize every case into a fast memory-mapped cache."""
+    from gliomaseg.config import PreprocessConfig
+    from gliomaseg.preprocessing.cache import preprocess_dataset
+
+    report = preprocess_dataset(data_dir, out_dir, PreprocessConfig(size=(size,) * 3), workers, overwrite, fail_fast, _state["quiet"])
+    _finish(report, "preprocess")
+
+
+@app.command(name="train")
+@handles_input_errors
+def train_command(
+    data: Annotated[Path, typer.Argument(help="Case folders or a preprocessed cache.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder.")],
+    model: Annotated[str, typer.Option(help="vnet3d, segresnet or dynunet.")] = "vnet3d",
+    size: int = 160,
+    epochs: int = 300,
+    batch_size: int = 4,
+    lr: float = 1e-3,
+    repeats: Annotated[int, typer.Option(help="Augmented copies of each case per epoch.")] = 5,
+    val_every: int = 10,
+    val_fraction: float = 0.2,
+    folds: Annotated[int, typer.Option(help="k-fold cross-validation by patient (0: one split by --val-fraction).")] = 0,
+    fold: Annotated[int, typer.Option(help="Which fold to train, 0..folds-1.")] = 0,
+    seed: int = 0,
+    device: Annotated[Optional[str], typer.Option(help="cpu or cuda (default: cuda if available).")] = None,
+    resume: bool = False,
+    no_augment: bool = False,
+    no_amp: bool = False,
+    workers: Workers = 2,
+) -> None:
+    """Train a network with the baseline recipe; checkpoints, metrics.csv and curves go to --out."""
+    from gliomaseg.config import ExperimentConfig, PreprocessConfig, TrainConfig
+    from gliomaseg.training.trainer import train
+
+    config = ExperimentConfig(
+        preprocess=PreprocessConfig(size=(size,) * 3),
+        train=TrainConfig(model=model, epochs=epochs, batch_size=batch_size, lr=lr, repeats=repeats, augment=not no_augment,
+                          val_fraction=val_fraction, folds=folds, fold=fold, val_every=val_every, seed=seed, amp=not no_amp, num_workers=workers),
+    )
+    try:
+        result = train(data, out, config, device=device, resume=resume, workers=workers, quiet=_state["quiet"])
+    except ValueError as err:
+        _fail(str(err))
+    typer.echo(f"trained {result.epochs_done} epochs; best validation mean lesion-wise Dice {result.best_score:.3f}; run in {out}", err=True)
+
+
+def _parse_shard(spec: str) -> tuple[int, int]:
+    try:
+        index, count = (int(x) for x in spec.split("/"))
+    except ValueError:
+        raise typer.BadParameter("use i/n, e.g. 0/4") from None
+    return index, count
+
+
+@app.command(name="predict")
+@handles_input_errors
+def predict_command(
+    input_path: Annotated[Path, typer.Argument(help="One case folder or a folder of cases.")],
+    out_dir: Path,
+    model: Annotated[Path, typer.Option("--model", "-m", help="Run folder or checkpoint.")],
+    device: Optional[str] = None,
+    tta: Annotated[bool, typer.Option(help="Average over the 8 axis flips.")] = False,
+    overwrite: bool = False,
+    fail_fast: FailFast = False,
+    shard: Annotated[str, typer.Option(help="Only the i-th of n shares of the cases, as i/n (array jobs).")] = "0/1",
+) -> None:
+    """Segment cases; writes OUT_DIR/<case>.nii.gz on each input's own grid."""
+    from gliomaseg.inference.predictor import predict
+
+    report = predict(input_path, out_dir, model, device, tta, overwrite, fail_fast, _parse_shard(shard), _state["quiet"])
+    _finish(report, "predict")
+
+
+@app.command(name="evaluate")
+@handles_input_errors
+def evaluate_command(
+    pred: Annotated[Path, typer.Option(help="Prediction file or folder.")],
+    gt: Annotated[Path, typer.Option(help="Ground-truth file or folder.")],
+    out: Annotated[Path, typer.Option(help="Per-case, per-region CSV (official columns).")],
+    lesions: Annotated[Optional[Path], typer.Option(help="Per-lesion CSV.")] = None,
+    summary: Annotated[Optional[Path], typer.Option(help="Summary statistics CSV.")] = None,
+    missing: Annotated[str, typer.Option(help="'error', or 'empty' to score a missing prediction as empty.")] = "error",
+    corrected: Annotated[bool, typer.Option(help="Fix the official code's inconsistencies (not challenge numbers).")] = False,
+    workers: Workers = 1,
+    fail_fast: Annotated[bool, typer.Option(help="Stop at the first bad pair (default) or score the rest.")] = True,
+) -> None:
+    """Score predictions with the BraTS 2024 GLI lesion-wise metrics (official numbers)."""
+    from gliomaseg.evaluation.evaluate import evaluate, format_summary, summarise
+    from gliomaseg.evaluation.protocol import CORRECTED, OFFICIAL
+
+    if missing not in ("error", "empty"):
+        raise typer.BadParameter("--missing must be 'error' or 'empty'")
+    results = evaluate(pred, gt, out, lesions, summary, missing, workers, CORRECTED if corrected else OFFICIAL, fail_fast, _state["quiet"])
+    typer.echo(format_summary(summarise(results), len(results)))
+
+
+@app.command()
+@handles_input_errors
+def show(
+    case_dir: Annotated[Path, typer.Argument(help="Case folder (its -seg, if any, is drawn on the left).")],
+    pred: Annotated[Path, typer.Option(help="Predicted label map (.nii.gz).")],
+    out: Annotated[Optional[Path], typer.Option(help="PNG to write (default: <case>.png beside the prediction).")] = None,
+    modality: str = "t2f",
+) -> None:
+    """Draw ground truth (left) beside prediction (right) in three planes through the lesion."""
+    from gliomaseg.io.cases import load_case, read_case_folder
+    from gliomaseg.io.nifti import load_label_map
+    from gliomaseg.labels import MODALITIES
+    from gliomaseg.visualization.overlays import plot_overlay
+
+    if modality not in MODALITIES:
+        raise typer.BadParameter(f"--modality must be one of {', '.join(MODALITIES)}")
+    case = load_case(read_case_folder(case_dir))
+    prediction = load_label_map(pred)
+    if prediction.data.shape != case.image.shape[1:]:
+        raise InputError(pred, f"shape {prediction.data.shape} differs from the case's {case.image.shape[1:]}")
+    target = out or pred.parent / f"{case.case_id}.png"
+    plot_overlay(case.image, prediction.data, target, ground_truth=case.label, title=case.case_id, modality=modality)
+    typer.echo(str(target))
+
+
+@app.command()
+@handles_input_errors
+def demo(out: Annotated[Path, typer.Option("--out", "-o")] = Path("demo_out")) -> None:
+    """Synthesise data, train VNet3d on the CPU, predict, score and draw (a few minutes)."""
+    from gliomaseg.demo import run_demo
+
+    run_demo(out, quiet=_state["quiet"])
+
+
+if __name__ == "__main__":
+    app()

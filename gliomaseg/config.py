@@ -1,0 +1,78 @@
+"""The one configuration of an experiment, saved beside every checkpoint.
+
+A prediction needs nothing but the run folder: the preprocessing that produced
+the training data and the network that learned from it are both recorded here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from gliomaseg import __version__
+from gliomaseg.io.atomic import write_text_atomic
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """The baseline recipe's preprocessing."""
+
+    size: tuple[int, int, int] = (160, 160, 160)  # network grid; the recipe's mean brain box is 136x175x142
+    margin: int = 2  # voxels added around the brain box
+    threshold: float = 0.0  # brain = largest blob above this intensity
+    percentiles: tuple[float, float] = (1.0, 99.0)  # per-modality clipping inside the brain
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Network and optimisation; defaults are the baseline recipe."""
+
+    model: str = "vnet3d"
+    dropout: float = 0.5  # MONAI VNet's default on its deepest blocks; 0 trains faster on small data
+    epochs: int = 300
+    batch_size: int = 4
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    repeats: int = 5  # times each training case is seen per epoch, each with its own augmentation
+    augment: bool = True
+    val_fraction: float = 0.2  # used when folds < 2
+    folds: int = 0  # >= 2: k-fold cross-validation by patient, training fold ``fold``
+    fold: int = 0
+    val_every: int = 10
+    seed: int = 0
+    amp: bool = True  # mixed precision, CUDA only
+    num_workers: int = 2
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    gliomaseg_version: str = __version__
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExperimentConfig:
+        def build(kind: type, values: dict[str, Any]) -> Any:
+            known = {f.name for f in fields(kind)}
+            unknown = set(values) - known
+            if unknown:
+                raise ValueError(f"unknown {kind.__name__} keys: {', '.join(sorted(unknown))}")
+            return kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+        return cls(
+            preprocess=build(PreprocessConfig, data.get("preprocess", {})),
+            train=build(TrainConfig, data.get("train", {})),
+            gliomaseg_version=data.get("gliomaseg_version", "unknown"),
+        )
+
+    def save(self, path: Path | str) -> Path:
+        return write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path | str) -> ExperimentConfig:
+        return cls.from_dict(json.loads(Path(path).read_text()))

@@ -1,0 +1,1 @@
+"""Data that is not a single case: synthetic cases, patient-wise splits."""

@@ -1,0 +1,1 @@
+"""BraTS 2024 GLI lesion-wise evaluation."""

@@ -1,0 +1,220 @@
+"""``gliomaseg evaluate``: pair predictions with ground truths, score them, write the tables.
+
+Folder layouts accepted, per case ``<case>``:
+  prediction   ``<case>.nii.gz``, ``<case>-seg.nii.gz`` or ``<case>/<case>-seg.nii.gz``
+  ground truth ``<case>/<case>-seg.nii.gz``, ``<case>-seg.nii.gz`` or ``<case>.nii.gz``
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from gliomaseg.batch import run_batch
+from gliomaseg.errors import InputError
+from gliomaseg.evaluation.lesion_wise import REGION_COLUMNS, LesionScore, lesion_wise_scores
+from gliomaseg.evaluation.protocol import OFFICIAL, Protocol
+from gliomaseg.io.atomic import write_text_atomic
+from gliomaseg.io.nifti import load_label_map
+from gliomaseg.labels import REGIONS
+
+log = logging.getLogger("gliomaseg")
+
+NIFTI = ".nii.gz"
+SEG = "-seg"
+LESION_COLUMNS = ("case_id", "region", "gt_lesion", "gt_volume_mm3", "pred_lesions", "dice", "hd95", "nsd_0.5", "nsd_1.0")
+SUMMARY_STATS = ("mean", "std", "median", "25quantile", "75quantile")
+
+
+@dataclass(frozen=True)
+class CasePair:
+    case_id: str
+    pred: Path | None  # None: scored as an empty prediction (--missing empty)
+    gt: Path
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    case_id: str
+    regions: dict[str, dict[str, float]]
+    lesions: list[LesionScore]
+    missing_prediction: bool
+
+
+def _case_name(path: Path) -> str:
+    name = path.name[: -len(NIFTI)] if path.name.endswith(NIFTI) else path.stem
+    return name[: -len(SEG)] if name.endswith(SEG) else name
+
+
+def _first_existing(candidates: list[Path]) -> Path | None:
+    return next((p for p in candidates if p.is_file()), None)
+
+
+def _ground_truths(gt_dir: Path) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for entry in sorted(gt_dir.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            path = _first_existing([entry / f"{entry.name}{SEG}{NIFTI}"])
+            if path:
+                found[entry.name] = path
+        elif entry.name.endswith(NIFTI):
+            found.setdefault(_case_name(entry), entry)
+    return found
+
+
+def pair_cases(pred: Path | str, gt: Path | str, missing: str = "error") -> list[CasePair]:
+    """Match predictions to ground truths (two files, or two folders).
+
+    ``missing="error"`` raises for a ground truth without prediction; ``"empty"``
+    scores it as an empty prediction.
+    """
+    pred, gt = Path(pred), Path(gt)
+    for path in (pred, gt):
+        if not path.exists():
+            raise InputError(path, "does not exist")
+    if gt.is_file() and pred.is_file():
+        return [CasePair(_case_name(pred), pred, gt)]
+    if gt.is_file() or pred.is_file():
+        raise InputError(pred if pred.is_file() else gt, "give two files or two folders, not one of each")
+    truths = _ground_truths(gt)
+    if not truths:
+        raise InputError(gt, "no ground-truth label maps found")
+    pairs = []
+    for case_id, gt_path in truths.items():
+        pred_path = _first_existing(
+            [pred / f"{case_id}{NIFTI}", pred / f"{case_id}{SEG}{NIFTI}", pred / case_id / f"{case_id}{SEG}{NIFTI}"]
+        )
+        if pred_path is None and missing != "empty":
+            raise InputError(pred / f"{case_id}{NIFTI}", "prediction missing for this ground truth (use --missing empty to score it as empty)")
+        pairs.append(CasePair(case_id, pred_path, gt_path))
+    return pairs
+
+
+def score_pair(pair: CasePair, protocol: Protocol = OFFICIAL) -> CaseResult:
+    """Load and score one pair; shape/affine mismatches and bad labels raise InputError."""
+    truth = load_label_map(pair.gt)
+    if pair.pred is None:
+        pred_data, spacing = np.zeros_like(truth.data), truth.spacing
+    else:
+        pred = load_label_map(pair.pred)
+        if pred.data.shape != truth.data.shape:
+            raise InputError(pair.pred, f"shape {pred.data.shape} differs from ground truth {truth.data.shape}")
+        if not np.allclose(pred.affine, truth.affine, atol=1e-3):
+            raise InputError(pair.pred, "affine differs from the ground truth's")
+        pred_data, spacing = pred.data, pred.spacing
+    regions, lesions = lesion_wise_scores(pred_data, truth.data, spacing, protocol)
+    return CaseResult(pair.case_id, regions, lesions, pair.pred is None)
+
+
+def _csv_text(header: tuple[str, ...] | list[str], rows: list[list]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def results_table(results: list[CaseResult]) -> str:
+    """OUT.csv: one row per case and region, official columns."""
+    rows = [[r.case_id, region, *(r.regions[region][c] for c in REGION_COLUMNS)] for r in results for region in REGIONS]
+    return _csv_text(["case_id", "region", *REGION_COLUMNS], rows)
+
+
+def lesions_table(results: list[CaseResult]) -> str:
+    rows = [
+        [r.case_id, les.region, les.gt_lesion, les.gt_volume_mm3, " ".join(map(str, les.pred_lesions)), les.dice, les.hd95, les.nsd_05, les.nsd_10]
+        for r in results
+        for les in r.lesions
+    ]
+    return _csv_text(LESION_COLUMNS, rows)
+
+
+def summarise(results: list[CaseResult]) -> dict[str, dict[str, dict[str, float]]]:
+    """{region: {column: {statistic: value}}} over cases."""
+    summary: dict[str, dict[str, dict[str, float]]] = {}
+    for region in REGIONS:
+        summary[region] = {}
+        for column in REGION_COLUMNS:
+            values = np.array([r.regions[region][column] for r in results], dtype=float)
+            summary[region][column] = {
+                "mean": float(np.mean(values)),
+                "std": float(np.std(values)),
+                "median": float(np.median(values)),
+                "25quantile": float(np.percentile(values, 25)),
+                "75quantile": float(np.percentile(values, 75)),
+            }
+    return summary
+
+
+def summary_table(summary: dict[str, dict[str, dict[str, float]]]) -> str:
+    rows = [[region, stat, *(summary[region][c][stat] for c in REGION_COLUMNS)] for region in REGIONS for stat in SUMMARY_STATS]
+    return _csv_text(["region", "statistic", *REGION_COLUMNS], rows)
+
+
+def format_summary(summary: dict[str, dict[str, dict[str, float]]], n_cases: int) -> str:
+    """A short terminal table: lesion-wise and legacy Dice/HD95, mean ± std and median per region."""
+    columns = ("LesionWise_Score_Dice", "LesionWise_Score_HD95", "Legacy_Dice", "Legacy_HD95")
+    lines = [f"BraTS 2024 GLI lesion-wise scores over {n_cases} case(s): mean ± std (median)"]
+    lines.append(f"{'region':<6} " + " ".join(f"{c.replace('_Score', ''):>27}" for c in columns))
+    for region in REGIONS:
+        cells = []
+        for column in columns:
+            s = summary[region][column]
+            cells.append(f"{s['mean']:>9.3f} ± {s['std']:<7.3f} ({s['median']:.3f})".rjust(27))
+        lines.append(f"{region:<6} " + " ".join(cells))
+    return "\n".join(lines)
+
+
+def evaluate(
+    pred: Path | str,
+    gt: Path | str,
+    out_csv: Path | str | None = None,
+    lesions_csv: Path | str | None = None,
+    summary_csv: Path | str | None = None,
+    missing: str = "error",
+    workers: int = 1,
+    protocol: Protocol = OFFICIAL,
+    fail_fast: bool = True,
+    quiet: bool = False,
+) -> list[CaseResult]:
+    """Score every pair and write the requested tables atomically.
+
+    Any bad pair is an error by default (a partial table would be misleading);
+    with ``fail_fast=False`` bad cases are reported and the rest are scored.
+    Nothing is written unless at least one case was scored.
+    """
+    pairs = pair_cases(pred, gt, missing)
+    report = run_batch(
+        pairs,
+        name=lambda p: p.case_id,
+        work=partial(score_pair, protocol=protocol),
+        workers=workers,
+        desc="evaluate",
+        fail_fast=fail_fast,
+        quiet=quiet,
+    )
+    results = [report.results[p.case_id] for p in pairs if p.case_id in report.results]
+    if not results:
+        raise InputError(Path(pred), "no case could be scored")
+    empty = [r.case_id for r in results if r.missing_prediction]
+    if empty:
+        log.warning("scored as empty predictions (no file found): %s", ", ".join(empty))
+    if out_csv:
+        write_text_atomic(out_csv, results_table(results))
+    if lesions_csv:
+        write_text_atomic(lesions_csv, lesions_table(results))
+    summary = summarise(results)
+    if summary_csv:
+        write_text_atomic(summary_csv, summary_table(summary))
+    if not report.ok:
+        failed = ", ".join(sorted(report.failures))
+        raise InputError(Path(pred), f"{len(report.failures)} case(s) could not be scored: {failed}")
+    return results

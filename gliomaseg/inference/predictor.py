@@ -1,0 +1,123 @@
+"""Predict label maps for new cases with a trained run folder.
+
+The run folder alone is enough: its checkpoint carries the config (preprocessing
+and network), so a prediction is always made the way the model was trained.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gliomaseg.batch import BatchReport, run_batch
+from gliomaseg.config import ExperimentConfig
+from gliomaseg.errors import InputError
+from gliomaseg.io.cases import LoadedCase, find_case_folders, load_case, read_case_folder
+from gliomaseg.io.nifti import save_label_map
+from gliomaseg.preprocessing.pipeline import preprocess_case, scores_to_native
+from gliomaseg.training.checkpoint import BEST, LAST, load_checkpoint
+from gliomaseg.training.networks import build_network, class_probabilities, pick_device
+
+log = logging.getLogger("gliomaseg")
+
+
+@dataclass
+class LoadedModel:
+    network: torch.nn.Module
+    config: ExperimentConfig
+    checkpoint: Path
+
+
+def resolve_checkpoint(model: Path | str) -> Path:
+    """A checkpoint file, or a run folder's best.pt (else last.pt)."""
+    model = Path(model)
+    if model.is_dir():
+        for name in (BEST, LAST):
+            if (model / name).exists():
+                return model / name
+        raise InputError(model, f"run folder has no {BEST} or {LAST}")
+    return model
+
+
+def load_model(model: Path | str, device: str | None = None) -> LoadedModel:
+    """Network in eval mode on ``device`` (CUDA when available), with its config."""
+    path = resolve_checkpoint(model)
+    dev = pick_device(device)
+    state = load_checkpoint(path, map_location=dev)
+    try:
+        config = ExperimentConfig.from_dict(state["config"])
+        network = build_network(config.train.model, config.train.dropout)
+        network.load_state_dict(state["model"])
+    except (ValueError, RuntimeError, KeyError, TypeError) as err:
+        raise InputError(path, f"checkpoint does not match its architecture ({str(err).splitlines()[0][:120]})") from None
+    network.to(dev).eval()
+    return LoadedModel(network, config, path)
+
+
+def predict_loaded_case(model: LoadedModel, case: LoadedCase, flip_tta: bool = False) -> np.ndarray:
+    """Native-grid label map (X, Y, Z) uint8 of one case already in memory."""
+    prepared = preprocess_case(case, model.config.preprocess)
+    image = torch.from_numpy(prepared.image)[None]
+    probabilities = class_probabilities(model.network, image, flip_tta=flip_tta, amp=model.config.train.amp)[0]
+    return scores_to_native(probabilities.float().cpu(), prepared.geometry)
+
+
+def output_path(out_dir: Path, case_id: str) -> Path:
+    return out_dir / f"{case_id}.nii.gz"
+
+
+def _predict_folder(folder: Path, model: LoadedModel, out_dir: Path, flip_tta: bool) -> Path:
+    case = load_case(read_case_folder(folder), with_label=False)
+    label_map = predict_loaded_case(model, case, flip_tta)
+    return save_label_map(label_map, case.affine, output_path(out_dir, case.case_id))
+
+
+def shard(items: list, index: int, count: int) -> list:
+    """The ``index``-th of ``count`` interleaved shares of ``items`` (for array jobs)."""
+    if not 0 <= index < count:
+        raise ValueError(f"shard index must be in 0..{count - 1}, got {index}")
+    return items[index::count]
+
+
+def predict(
+    input_path: Path | str,
+    out_dir: Path | str,
+    model: Path | str | LoadedModel,
+    device: str | None = None,
+    flip_tta: bool = False,
+    overwrite: bool = False,
+    fail_fast: bool = False,
+    shard_spec: tuple[int, int] = (0, 1),
+    quiet: bool = False,
+) -> BatchReport[Path]:
+    """Predict one case folder or every case folder under ``input_path`` into ``out_dir``.
+
+    Writes ``<out_dir>/<case>.nii.gz`` (uint8, the input's grid and affine)
+    atomically; cases already predicted are skipped unless ``overwrite``. Bad
+    cases are reported and skipped unless ``fail_fast``.
+    """
+    out_dir = Path(out_dir)
+    folders = shard(find_case_folders(input_path), *shard_spec)
+    loaded = model if isinstance(model, LoadedModel) else load_model(model, device)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    todo = [f for f in folders if overwrite or not output_path(out_dir, f.name).exists()]
+    skipped = len(folders) - len(todo)
+    if skipped:
+        log.info("skipping %d case(s) already predicted in %s", skipped, out_dir)
+    report = run_batch(
+        todo,
+        name=lambda f: f.name,
+        work=partial(_predict_folder, model=loaded, out_dir=out_dir, flip_tta=flip_tta),
+        desc="predict",
+        fail_fast=fail_fast,
+        quiet=quiet,
+    )
+    for folder in folders:
+        if folder not in todo:
+            report.results[folder.name] = output_path(out_dir, folder.name)
+    return report

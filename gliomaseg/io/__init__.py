@@ -1,0 +1,1 @@
+"""Reading and writing NIfTI volumes and BraTS case folders."""

@@ -1,0 +1,45 @@
+"""Write files so that a crash never leaves a truncated output behind."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+@contextmanager
+def atomic_path(target: Path | str) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; rename it onto ``target`` on success.
+
+    The temporary file keeps ``target``'s suffixes so libraries that choose a
+    format by extension (nibabel's ``.nii.gz``) still do. On error it is removed.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(target.suffixes)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name.split('.')[0]}.", suffix=f".tmp{suffix}", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs should get the usual permissions
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_atomic(target: Path | str, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp_path)`` and move the result onto ``target`` atomically."""
+    with atomic_path(target) as tmp:
+        write(tmp)
+    return Path(target)
+
+
+def write_text_atomic(target: Path | str, text: str) -> Path:
+    """Atomically replace ``target`` with ``text``."""
+    return write_atomic(target, lambda tmp: tmp.write_text(text))

@@ -1,0 +1,134 @@
+"""BraTS case folders: find them, check them, load them.
+
+A case is a folder ``<case>/`` holding ``<case>-{t1n,t1c,t2w,t2f}.nii.gz`` and,
+for training, ``<case>-seg.nii.gz``. Any folder name works; the files must carry it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gliomaseg.errors import InputError
+from gliomaseg.io.nifti import Volume, load_image, load_label_map
+from gliomaseg.labels import MODALITIES, SEG_SUFFIX
+
+NIFTI_SUFFIX = ".nii.gz"
+_TIMEPOINT = re.compile(r"^(?P<patient>.+)-(?P<timepoint>\d{3})$")
+
+
+@dataclass(frozen=True)
+class Case:
+    """Paths of one case's files."""
+
+    case_id: str
+    folder: Path
+    images: dict[str, Path]
+    seg: Path | None
+
+    @property
+    def patient_id(self) -> str:
+        return patient_id(self.case_id)
+
+
+@dataclass(frozen=True)
+class LoadedCase:
+    """A case in memory: ``image`` (4, X, Y, Z) float32 in MODALITIES order, ``label`` (X, Y, Z) uint8 or None."""
+
+    case_id: str
+    image: np.ndarray
+    label: np.ndarray | None
+    affine: np.ndarray
+    spacing: tuple[float, float, float]
+
+
+def patient_id(case_id: str) -> str:
+    """``BraTS-GLI-00001-002`` -> ``BraTS-GLI-00001``; ids without a timepoint are their own patient."""
+    match = _TIMEPOINT.match(case_id)
+    return match.group("patient") if match else case_id
+
+
+def timepoint(case_id: str) -> int:
+    """The YYY of ``...-YYY`` as an int (0 when the id has none)."""
+    match = _TIMEPOINT.match(case_id)
+    return int(match.group("timepoint")) if match else 0
+
+
+def read_case_folder(folder: Path | str, require_seg: bool = False) -> Case:
+    """Check a case folder's file names and return its paths.
+
+    Raises InputError for a missing or extra modality, or files that do not carry the folder's name.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(folder, "case folder does not exist")
+    case_id = folder.name
+    nifti = sorted(p for p in folder.iterdir() if p.name.endswith(NIFTI_SUFFIX) and not p.name.startswith("."))
+    if not nifti:
+        raise InputError(folder, "case folder has no .nii.gz files")
+    known = {*MODALITIES, SEG_SUFFIX}
+    found: dict[str, Path] = {}
+    for path in nifti:
+        stem = path.name[: -len(NIFTI_SUFFIX)]
+        if not stem.startswith(case_id + "-"):
+            raise InputError(path, f"file name does not match its folder: expected {case_id}-<modality>{NIFTI_SUFFIX}")
+        suffix = stem[len(case_id) + 1 :]
+        if suffix not in known:
+            raise InputError(path, f"unexpected extra modality '{suffix}' (expected {', '.join(MODALITIES)}, seg)")
+        found[suffix] = path
+    missing = [m for m in MODALITIES if m not in found]
+    if missing:
+        raise InputError(folder / f"{case_id}-{missing[0]}{NIFTI_SUFFIX}", f"missing modality {', '.join(missing)}")
+    if require_seg and SEG_SUFFIX not in found:
+        raise InputError(folder / f"{case_id}-{SEG_SUFFIX}{NIFTI_SUFFIX}", "missing segmentation (needed for training)")
+    return Case(case_id, folder, {m: found[m] for m in MODALITIES}, found.get(SEG_SUFFIX))
+
+
+def _looks_like_case(folder: Path) -> bool:
+    return any(p.name.startswith(folder.name + "-") and p.name.endswith(NIFTI_SUFFIX) for p in folder.iterdir())
+
+
+def find_case_folders(data_dir: Path | str) -> list[Path]:
+    """Case folders under ``data_dir`` (or ``data_dir`` itself if it is one), sorted by name."""
+    data_dir = Path(data_dir)
+    if not data_dir.exists():
+        raise InputError(data_dir, "folder does not exist")
+    if not data_dir.is_dir():
+        raise InputError(data_dir, "is a file, expected a folder of cases")
+    if _looks_like_case(data_dir):
+        return [data_dir]
+    folders = sorted(p for p in data_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        raise InputError(data_dir, "folder contains no case folders")
+    return folders
+
+
+def discover_cases(data_dir: Path | str, require_seg: bool = False) -> list[Case]:
+    """All cases under ``data_dir``; the first bad folder raises InputError."""
+    return [read_case_folder(folder, require_seg) for folder in find_case_folders(data_dir)]
+
+
+def _check_same_grid(reference: Volume, other: Volume) -> None:
+    if other.data.shape != reference.data.shape:
+        raise InputError(
+            other.path, f"shape {other.data.shape} differs from {reference.path.name} {reference.data.shape}"
+        )
+    if not np.allclose(other.affine, reference.affine, atol=1e-3):
+        raise InputError(other.path, f"affine differs from {reference.path.name}")
+
+
+def load_case(case: Case, with_label: bool = True) -> LoadedCase:
+    """Load and cross-check all of a case's volumes (same shape and affine, finite, 3D)."""
+    volumes = [load_image(case.images[m]) for m in MODALITIES]
+    for volume in volumes[1:]:
+        _check_same_grid(volumes[0], volume)
+    label = None
+    if with_label and case.seg is not None:
+        seg = load_label_map(case.seg)
+        _check_same_grid(volumes[0], seg)
+        label = seg.data
+    image = np.stack([v.data for v in volumes])
+    return LoadedCase(case.case_id, image, label, volumes[0].affine, volumes[0].spacing)

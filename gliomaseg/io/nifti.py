@@ -1,0 +1,113 @@
+"""Load and save NIfTI volumes with the checks a BraTS pipeline needs.
+
+Every failure becomes an :class:`InputError` naming the file, so a batch job can
+report "this file, this problem" instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from gliomaseg.errors import InputError
+from gliomaseg.io.atomic import atomic_path
+from gliomaseg.labels import LABELS
+
+
+def spacing_from_affine(affine: np.ndarray) -> tuple[float, float, float]:
+    """Voxel size in mm: the column norms of the affine, in float32 as NIfTI headers store them."""
+    return tuple(float(s) for s in np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0)).astype(np.float32))
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A 3D image and where it sits in the world.
+
+    ``data`` is (X, Y, Z) in the file's voxel order; ``affine`` is the 4x4 voxel-to-world matrix.
+    """
+
+    data: np.ndarray
+    affine: np.ndarray
+    path: Path
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Voxel size in mm, from the affine (as the official BraTS metrics read it)."""
+        return spacing_from_affine(self.affine)
+
+
+def _read(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(voxel array as stored, affine) of a 3D NIfTI file; a trailing 4th axis of 1 is dropped."""
+    if not path.exists():
+        raise InputError(path, "file does not exist")
+    if path.is_dir():
+        raise InputError(path, "is a folder, expected a .nii.gz file")
+    try:
+        image = nib.load(str(path))
+        data = np.asanyarray(image.dataobj)
+    except (gzip.BadGzipFile, zlib.error, EOFError) as err:
+        raise InputError(path, f"corrupt or truncated gzip ({err})") from None
+    except (nib.filebasedimages.ImageFileError, ValueError, OSError) as err:
+        raise InputError(path, f"not a readable NIfTI image ({err})") from None
+    if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise InputError(path, f"not a NIfTI image (read as {type(image).__name__})")
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise InputError(path, f"expected a 3D image, got {data.ndim}D with shape {data.shape}")
+    return data, image.affine
+
+
+def load_image(path: Path | str) -> Volume:
+    """A 3D float32 MR image; rejects non-3D, NaN/inf and all-zero images."""
+    path = Path(path)
+    raw, affine = _read(path)
+    data = np.asarray(raw, dtype=np.float32)
+    if not np.isfinite(data).all():
+        raise InputError(path, f"contains {int((~np.isfinite(data)).sum())} NaN or infinite voxels")
+    if not data.any():
+        raise InputError(path, "image is all zeros")
+    return Volume(data, affine, path)
+
+
+def load_label_map(path: Path | str) -> Volume:
+    """A 3D uint8 label map with values in 0..4.
+
+    Float files are accepted when every value is a whole number (some tools save
+    segmentations as float32); fractional values are rejected.
+    """
+    path = Path(path)
+    raw, affine = _read(path)
+    if not np.issubdtype(raw.dtype, np.integer):
+        if not np.isfinite(raw).all() or not np.array_equal(raw, np.round(raw)):
+            raise InputError(path, f"label map has non-integer values (dtype {raw.dtype})")
+    values = np.unique(raw)
+    unknown = [v for v in values.tolist() if v not in LABELS]
+    if unknown:
+        shown = ", ".join(str(int(v)) for v in unknown[:5])
+        raise InputError(path, f"label map has values outside 0..4: {shown}")
+    return Volume(raw.astype(np.uint8), affine, path)
+
+
+def save_label_map(data: np.ndarray, affine: np.ndarray, path: Path | str) -> Path:
+    """Write a uint8 label map atomically (temporary file, then rename)."""
+    image = nib.Nifti1Image(np.asarray(data, dtype=np.uint8), affine)
+    image.set_data_dtype(np.uint8)
+    image.header.set_xyzt_units("mm", "sec")
+    with atomic_path(path) as tmp:
+        nib.save(image, str(tmp))
+    return Path(path)
+
+
+def save_image(data: np.ndarray, affine: np.ndarray, path: Path | str) -> Path:
+    """Write a float32 image atomically."""
+    image = nib.Nifti1Image(np.asarray(data, dtype=np.float32), affine)
+    image.header.set_xyzt_units("mm", "sec")
+    with atomic_path(path) as tmp:
+        nib.save(image, str(tmp))
+    return Path(path)

@@ -1,0 +1,42 @@
+"""Labels, regions and modalities of the BraTS 2024 GLI task, declared once.
+
+Everything else in gliomaseg refers to these names instead of repeating numbers.
+Beware MONAI's ``ConvertToMultiChannelBasedOnBratsClasses``: it assumes ET = 4
+(BraTS <= 2021); in the 2024 post-treatment scheme 4 is the resection cavity.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+MODALITIES: tuple[str, ...] = ("t1n", "t1c", "t2w", "t2f")
+"""Input channels, in the order the networks see them."""
+
+SEG_SUFFIX = "seg"
+
+LABELS: dict[int, str] = {0: "background", 1: "NETC", 2: "SNFH", 3: "ET", 4: "RC"}
+"""Label value -> name in the 2024 GLI label map."""
+
+NUM_CLASSES = len(LABELS)
+
+REGIONS: dict[str, tuple[int, ...]] = {
+    "WT": (1, 2, 3),  # whole tumour: RC is deliberately *not* part of it
+    "TC": (1, 3),
+    "NETC": (1,),
+    "SNFH": (2,),
+    "ET": (3,),
+    "RC": (4,),
+}
+"""Scored region -> label values it is made of, in the challenge's order."""
+
+LABEL_COLOURS: dict[int, tuple[float, float, float]] = {
+    1: (0.95, 0.20, 0.20),  # NETC red
+    2: (0.20, 0.80, 0.25),  # SNFH green
+    3: (1.00, 0.85, 0.10),  # ET yellow
+    4: (0.25, 0.55, 1.00),  # RC blue
+}
+
+
+def region_mask(label_map: np.ndarray, region: str) -> np.ndarray:
+    """Boolean mask of ``region`` in a label map of any shape."""
+    return np.isin(label_map, REGIONS[region])

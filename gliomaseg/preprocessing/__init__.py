@@ -1,0 +1,1 @@
+"""The baseline recipe's preprocessing: brain crop, resize, intensity normalisation, cache."""

@@ -1,0 +1,77 @@
+"""One case through the recipe, and back: native grid -> network grid -> native grid."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from gliomaseg.config import PreprocessConfig
+from gliomaseg.io.cases import LoadedCase
+from gliomaseg.preprocessing.brain_crop import Box, box_slices, brain_box, brain_mask, crop_to_brain
+from gliomaseg.preprocessing.intensity import clip_and_zscore
+from gliomaseg.preprocessing.resample import resize_image, resize_labels, resize_probabilities
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Everything needed to put a network-grid result back on the native grid."""
+
+    native_shape: tuple[int, int, int]
+    affine: np.ndarray  # (4, 4) native voxel-to-world
+    box: Box  # brain box in native voxels
+
+    @property
+    def box_shape(self) -> tuple[int, int, int]:
+        return tuple(b - a for a, b in self.box)  # type: ignore[return-value]
+
+    def to_dict(self) -> dict:
+        return {"native_shape": list(self.native_shape), "affine": self.affine.tolist(), "box": [list(b) for b in self.box]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Geometry:
+        return cls(tuple(data["native_shape"]), np.asarray(data["affine"], dtype=np.float64), tuple(tuple(b) for b in data["box"]))
+
+
+@dataclass(frozen=True)
+class PreprocessedCase:
+    """``image`` (4, *size) float32 normalised, ``label`` (*size) uint8 or None, and the geometry."""
+
+    case_id: str
+    image: np.ndarray
+    label: np.ndarray | None
+    geometry: Geometry
+    native_label_crop: np.ndarray | None  # (box_shape) uint8, for scoring on the native grid
+
+
+def preprocess_case(case: LoadedCase, config: PreprocessConfig) -> PreprocessedCase:
+    """Brain crop, per-modality clip + z-score inside the brain, resize to ``config.size``."""
+    mask = brain_mask(case.image, config.threshold)
+    box = brain_box(mask, config.margin)
+    image = clip_and_zscore(crop_to_brain(case.image, box), crop_to_brain(mask, box), config.percentiles)
+    resized = resize_image(image, config.size).numpy()
+    label = native_crop = None
+    if case.label is not None:
+        native_crop = np.ascontiguousarray(crop_to_brain(case.label, box))
+        label = resize_labels(native_crop, config.size).numpy()
+    geometry = Geometry(tuple(case.image.shape[1:]), case.affine, box)
+    return PreprocessedCase(case.case_id, resized, label, geometry, native_crop)
+
+
+def scores_to_native(scores: torch.Tensor, geometry: Geometry) -> np.ndarray:
+    """Network-grid class scores (K, *size) -> native label map (X, Y, Z) uint8.
+
+    Scores are resized trilinearly to the brain box and only then turned into
+    labels, which keeps boundaries smooth; everything outside the box is background.
+    """
+    in_box = resize_probabilities(scores, geometry.box_shape).argmax(dim=0).to(torch.uint8).numpy()
+    native = np.zeros(geometry.native_shape, dtype=np.uint8)
+    native[box_slices(geometry.box)] = in_box
+    return native
+
+
+def labels_to_native(label: np.ndarray, geometry: Geometry, num_classes: int) -> np.ndarray:
+    """Network-grid labels (*size) -> native label map, through one-hot scores."""
+    one_hot = torch.nn.functional.one_hot(torch.as_tensor(label, dtype=torch.long), num_classes)
+    return scores_to_native(one_hot.permute(3, 0, 1, 2).float(), geometry)

@@ -1,0 +1,1 @@
+"""Training: data, networks, loss, loop, checkpoints."""

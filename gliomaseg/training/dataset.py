@@ -1,0 +1,74 @@
+"""Training samples from the preprocessed cache, with the recipe's random augmentation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.transforms import (
+    Compose,
+    RandAdjustContrastd,
+    RandAffined,
+    RandFlipd,
+    RandGaussianNoised,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+)
+
+from monai.utils import convert_to_tensor
+
+from gliomaseg.preprocessing.cache import read_cached_case
+
+KEYS = ("image", "label")
+
+
+def training_augmentation() -> Compose:
+    """Flips, a small affine, intensity scale/shift, gamma and noise (MONAI dictionary transforms)."""
+    return Compose(
+        [
+            RandFlipd(KEYS, prob=0.5, spatial_axis=0),
+            RandFlipd(KEYS, prob=0.5, spatial_axis=1),
+            RandFlipd(KEYS, prob=0.5, spatial_axis=2),
+            RandAffined(
+                KEYS,
+                prob=0.3,
+                rotate_range=(0.2, 0.2, 0.2),
+                scale_range=(0.1, 0.1, 0.1),
+                mode=("bilinear", "nearest"),
+                padding_mode="zeros",
+            ),
+            RandScaleIntensityd("image", factors=0.1, prob=0.5),
+            RandShiftIntensityd("image", offsets=0.1, prob=0.5),
+            RandAdjustContrastd("image", gamma=(0.8, 1.25), prob=0.2),
+            RandGaussianNoised("image", prob=0.2, std=0.05),
+        ]
+    )
+
+
+class CachedCaseDataset(torch.utils.data.Dataset):
+    """Each case ``repeats`` times per epoch; sample i is case ``i % n``.
+
+    Items are ``{"image": (4, X, Y, Z) float32, "label": (1, X, Y, Z) int64}``,
+    read from memory-mapped arrays (never from .nii.gz).
+    """
+
+    def __init__(self, cache_dir: Path | str, case_ids: list[str], repeats: int = 1, transform: Compose | None = None):
+        self.folders = [Path(cache_dir) / c for c in case_ids]
+        self.repeats = repeats
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.folders) * self.repeats
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        case = read_cached_case(self.folders[index % len(self.folders)])
+        sample = {
+            "image": torch.from_numpy(np.asarray(case.image, dtype=np.float32)),
+            "label": torch.from_numpy(np.asarray(case.label, dtype=np.int64))[None],
+        }
+        if self.transform is not None:
+            sample = self.transform(sample)
+            sample = {k: convert_to_tensor(v, track_meta=False) for k, v in sample.items()}
+            sample["label"] = sample["label"].long()
+        return sample

@@ -1,0 +1,44 @@
+"""Validation during training: predict held-out cached cases, score them on their native grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gliomaseg.evaluation.lesion_wise import lesion_wise_scores
+from gliomaseg.io.nifti import spacing_from_affine
+from gliomaseg.labels import REGIONS
+from gliomaseg.preprocessing.brain_crop import box_slices
+from gliomaseg.preprocessing.cache import read_cached_case
+from gliomaseg.preprocessing.pipeline import scores_to_native
+from gliomaseg.training.networks import class_probabilities
+
+
+def validate(
+    model: torch.nn.Module, cache_dir: Path | str, case_ids: list[str], amp: bool = True
+) -> dict[str, float]:
+    """Mean lesion-wise Dice per region over ``case_ids`` (official BraTS 2024 protocol).
+
+    Returns ``{"WT": ..., ..., "RC": ..., "mean": ...}``; predictions are mapped
+    back to each case's native grid first, so the numbers are the challenge's.
+    """
+    model.eval()
+    per_region: dict[str, list[float]] = {region: [] for region in REGIONS}
+    for case_id in case_ids:
+        case = read_cached_case(Path(cache_dir) / case_id)
+        native_crop = case.native_label_crop()
+        if native_crop is None:
+            continue
+        image = torch.from_numpy(np.asarray(case.image, dtype=np.float32))[None]
+        probabilities = class_probabilities(model, image, amp=amp)[0].cpu()
+        prediction = scores_to_native(probabilities, case.geometry)
+        truth = np.zeros(case.geometry.native_shape, np.uint8)
+        truth[box_slices(case.geometry.box)] = native_crop
+        rows, _ = lesion_wise_scores(prediction, truth, spacing_from_affine(case.geometry.affine))
+        for region in REGIONS:
+            per_region[region].append(rows[region]["LesionWise_Score_Dice"])
+    means = {region: float(np.mean(values)) if values else float("nan") for region, values in per_region.items()}
+    means["mean"] = float(np.nanmean(list(means.values()))) if per_region["WT"] else float("nan")
+    return means

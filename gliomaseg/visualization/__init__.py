@@ -1,0 +1,1 @@
+"""Figures: training curves and label overlays."""

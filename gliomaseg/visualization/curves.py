@@ -1,0 +1,38 @@
+"""Training curves: loss and per-region validation Dice against epochs."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from gliomaseg.io.atomic import atomic_path  # noqa: E402
+from gliomaseg.labels import REGIONS  # noqa: E402
+
+
+def plot_training_curves(history: list[dict[str, float]], path: Path | str) -> Path:
+    """Two panels, loss and lesion-wise validation Dice per region; written atomically as PNG."""
+    fig, (ax_loss, ax_dice) = plt.subplots(1, 2, figsize=(11, 4))
+    epochs = [row["epoch"] for row in history]
+    ax_loss.plot(epochs, [row["train_loss"] for row in history], marker=".", color="black")
+    ax_loss.set(xlabel="epoch", ylabel="Dice + CE loss", title="Training loss")
+    ax_loss.grid(alpha=0.3)
+    for region in (*REGIONS, "mean"):
+        points = [(row["epoch"], row[f"val_dice_{region}"]) for row in history if not math.isnan(row.get(f"val_dice_{region}", math.nan))]
+        if points:
+            xs, ys = zip(*points)
+            style = {"color": "black", "linewidth": 2.5} if region == "mean" else {}
+            ax_dice.plot(xs, ys, marker="o", label=region, **style)
+    ax_dice.set(xlabel="epoch", ylabel="lesion-wise Dice", title="Validation (BraTS 2024 lesion-wise)", ylim=(0, 1.02))
+    ax_dice.grid(alpha=0.3)
+    if ax_dice.lines:
+        ax_dice.legend(loc="lower right", fontsize=8, ncol=2)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return Path(path)

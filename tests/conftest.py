@@ -1,0 +1,52 @@
+"""Shared test data: small synthetic cases, the bundled real cases, a briefly trained model."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from gliomaseg.config import ExperimentConfig, PreprocessConfig, TrainConfig
+from gliomaseg.data.synthetic import write_synthetic_dataset
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples" / "data"
+METRIC_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "metrics"
+SMALL_SHAPE = (72, 84, 70)
+
+
+def tiny_config(epochs: int = 2, augment: bool = False, size: int = 32) -> ExperimentConfig:
+    """A configuration that trains in seconds on a CPU."""
+    return ExperimentConfig(
+        preprocess=PreprocessConfig(size=(size,) * 3),
+        train=TrainConfig(model="vnet3d", epochs=epochs, batch_size=2, lr=1e-3, repeats=1, augment=augment,
+                          val_fraction=0.25, val_every=1, seed=0, num_workers=0),
+    )
+
+
+@pytest.fixture(scope="session")
+def synthetic_dir(tmp_path_factory) -> Path:
+    """Five small labelled synthetic cases (three patients, two with two timepoints)."""
+    folder = tmp_path_factory.mktemp("synthetic")
+    write_synthetic_dataset(folder, 5, seed=3, shape=SMALL_SHAPE)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, synthetic_dir) -> Path:
+    """A run folder with a VNet3d trained for two epochs at 32^3."""
+    from gliomaseg.training.trainer import train
+
+    run_dir = tmp_path_factory.mktemp("run")
+    train(synthetic_dir, run_dir, tiny_config(), device="cpu", quiet=True)
+    return run_dir
+
+
+@pytest.fixture
+def case_copy(tmp_path, synthetic_dir) -> Path:
+    """A writable copy of one synthetic case folder."""
+    source = sorted(synthetic_dir.iterdir())[0]
+    target = tmp_path / "cases" / source.name
+    shutil.copytree(source, target)
+    return target
