@@ -25,6 +25,8 @@ from surface_distance import lookup_tables
 Spacing = tuple[float, float, float]
 
 _EROSION_STRUCTURE = ndimage.generate_binary_structure(3, 1)
+# Above one surface voxel in this many box voxels, a dense EDT beats a k-d tree (measured on the fixtures).
+_DENSE_SURFACE_RATIO = 16
 
 
 @lru_cache(maxsize=8)
@@ -53,10 +55,13 @@ def grow_box(box: tuple[slice, ...], by: int, shape: tuple[int, ...]) -> tuple[s
 def _nearest_distances(from_mask: np.ndarray, to_mask: np.ndarray, spacing: Spacing) -> np.ndarray:
     """Distance in mm from each True voxel of ``from_mask`` to the nearest True voxel of ``to_mask``.
 
-    The same values as reading ``distance_transform_edt(~to_mask)`` at ``from_mask``
-    (both are exact Euclidean distances), but a k-d tree over the surface voxels
-    costs a fraction of a dense transform of the box around them.
+    Exact either way: a k-d tree over the surface voxels when they are sparse in
+    their box (the usual case), one dense distance transform when they fill it (the
+    official legacy HD95 counts whole lesion interiors as "surface").
     """
+    n_from, n_to = int(np.count_nonzero(from_mask)), int(np.count_nonzero(to_mask))
+    if (n_from + n_to) * _DENSE_SURFACE_RATIO > from_mask.size:
+        return ndimage.distance_transform_edt(~to_mask, sampling=spacing)[from_mask]
     scale = np.asarray(spacing, dtype=np.float64)
     targets = np.argwhere(to_mask) * scale
     sources = np.argwhere(from_mask) * scale
