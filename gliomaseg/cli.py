@@ -36,8 +36,8 @@ def handles_input_errors(command):
             return command(*args, **kwargs)
         except InputError as err:
             _fail(str(err))
-        except PermissionError as err:
-            _fail(f"{err.filename}: not writable ({err.strerror})")
+        except OSError as err:  # unwritable output, full disk, a file where a folder should be
+            _fail(f"{err.filename or 'output'}: {err.strerror or err}")
         except KeyboardInterrupt:
             _fail("interrupted", 130)
 
@@ -221,6 +221,20 @@ def show(
     target = out or pred.parent / f"{case.case_id}.png"
     plot_overlay(case.image, prediction.data, target, ground_truth=case.label, title=case.case_id, modality=modality)
     typer.echo(str(target))
+
+
+@app.command()
+@handles_input_errors
+def report(
+    source: Annotated[Path, typer.Argument(help="Run folder, evaluation folder or demo output folder.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write.")] = Path("report.html"),
+    data: Annotated[Optional[list[Path]], typer.Option(help="Case folders (for overlays); default SOURCE/data/*.")] = None,
+    pred: Annotated[Optional[Path], typer.Option(help="Predictions folder; default SOURCE/predictions.")] = None,
+) -> None:
+    """Write one self-contained HTML report: curves, sortable metrics, overlays, volumes over time."""
+    from gliomaseg.report.html_report import build_report
+
+    typer.echo(str(build_report(source, out, data, pred)))
 
 
 @app.command()

@@ -20,6 +20,7 @@ from gliomaseg.evaluation.evaluate import evaluate, format_summary, summarise
 from gliomaseg.inference.predictor import load_model, output_path, predict
 from gliomaseg.io.cases import discover_cases, load_case
 from gliomaseg.io.nifti import load_label_map
+from gliomaseg.report.html_report import build_report
 from gliomaseg.training.trainer import CURVES_FILE, train
 from gliomaseg.visualization.overlays import plot_overlay
 
@@ -98,9 +99,10 @@ def run_demo(out: Path | str, settings: DemoSettings = DemoSettings(), bundled: 
             loaded = load_case(case)
             prediction = load_label_map(output_path(predictions, case.case_id)).data
             plot_overlay(loaded.image, prediction, figures / f"{case.case_id}.png", ground_truth=loaded.label, title=case.case_id)
+    build_report(out, out / "report.html", data_dirs=[d for d in (test_dir, bundled) if d.exists()], title="gliomaseg demo")
     print(format_summary(summary, len(results)))
     scores = {region: summary[region]["LesionWise_Score_Dice"]["mean"] for region in summary}
     print(f"\nHeld-out synthetic cases: lesion-wise WT Dice = {scores['WT']:.3f} (mean over {len(results)} cases)")
-    print(f"Outputs in {out}/: predictions/, evaluation.csv, figures/, run/")
+    print(f"Outputs in {out}/: report.html, predictions/, evaluation.csv, figures/, run/")
     print(DISCLAIMER)
     return {k: float(np.round(v, 6)) for k, v in scores.items()}

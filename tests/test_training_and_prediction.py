@@ -37,6 +37,12 @@ def test_training_lowers_the_loss(trained_run):
         assert (trained_run / name).exists(), name
     state = load_checkpoint(trained_run / "last.pt")
     assert state["epoch"] == 2 and state["config"]["train"]["model"] == "vnet3d"
+    from tensorboard_events import read_scalars
+
+    scalars = read_scalars(trained_run / "tensorboard")
+    assert [step for step, _ in scalars["train/train_loss"]] == [1, 2]
+    assert scalars["train/train_loss"][-1][1] == pytest.approx(float(rows[-1]["train_loss"]), rel=1e-5)
+    assert "val/dice_WT" in scalars
 
 
 def _kill_after_epoch(args: list[str], metrics: Path, epoch: int) -> None:

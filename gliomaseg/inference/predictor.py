@@ -17,6 +17,7 @@ import torch
 from gliomaseg.batch import BatchReport, run_batch
 from gliomaseg.config import ExperimentConfig
 from gliomaseg.errors import InputError
+from gliomaseg.io.atomic import remove_stale_temporaries
 from gliomaseg.io.cases import LoadedCase, find_case_folders, load_case, read_case_folder
 from gliomaseg.io.nifti import save_label_map
 from gliomaseg.preprocessing.pipeline import preprocess_case, scores_to_native
@@ -105,6 +106,7 @@ def predict(
     folders = shard(find_case_folders(input_path), *shard_spec)
     loaded = model if isinstance(model, LoadedModel) else load_model(model, device)
     out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out_dir)
     todo = [f for f in folders if overwrite or not output_path(out_dir, f.name).exists()]
     skipped = len(folders) - len(todo)
     if skipped:

@@ -43,3 +43,17 @@ def write_atomic(target: Path | str, write: Callable[[Path], None]) -> Path:
 def write_text_atomic(target: Path | str, text: str) -> Path:
     """Atomically replace ``target`` with ``text``."""
     return write_atomic(target, lambda tmp: tmp.write_text(text))
+
+
+def remove_stale_temporaries(folder: Path | str) -> int:
+    """Delete temporary files a killed process left in ``folder`` (not its subfolders).
+
+    Only names made by :func:`atomic_path` (``.<name>.<random>.tmp<suffix>``) are touched.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    stale = [p for p in folder.glob(".*.tmp*") if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)

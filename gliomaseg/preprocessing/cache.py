@@ -18,7 +18,7 @@ import numpy as np
 from gliomaseg.batch import BatchReport, run_batch
 from gliomaseg.config import PreprocessConfig
 from gliomaseg.errors import InputError
-from gliomaseg.io.atomic import write_atomic, write_text_atomic
+from gliomaseg.io.atomic import remove_stale_temporaries, write_atomic, write_text_atomic
 from gliomaseg.io.cases import find_case_folders, load_case, read_case_folder
 from gliomaseg.preprocessing.pipeline import Geometry, PreprocessedCase, preprocess_case
 
@@ -100,6 +100,8 @@ def preprocess_dataset(
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(marker, json.dumps(config.__dict__) + "\n")
     folders = find_case_folders(data_dir)
+    for folder in (out_dir, *(p for p in out_dir.iterdir() if p.is_dir())):
+        remove_stale_temporaries(folder)
     done = set() if overwrite else set(cached_case_ids(out_dir))
     todo = [f for f in folders if f.name not in done]
     report = run_batch(

@@ -35,3 +35,26 @@ def write_history(rows: list[dict[str, float]], path: Path | str) -> Path:
     for row in rows:
         writer.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()})
     return write_text_atomic(path, buffer.getvalue())
+
+
+class TensorBoardScalars:
+    """The same per-epoch numbers as TensorBoard event files in ``<run>/tensorboard``.
+
+    On resume, events after the resumed epoch are purged so curves never double back.
+    """
+
+    def __init__(self, run_dir: Path | str, resumed_epoch: int = 0):
+        from tensorboardX import SummaryWriter
+
+        self._writer = SummaryWriter(str(Path(run_dir) / "tensorboard"), purge_step=resumed_epoch + 1 if resumed_epoch else None)
+
+    def log(self, row: dict[str, float]) -> None:
+        step = int(row["epoch"])
+        for key, value in row.items():
+            if key != "epoch" and not (isinstance(value, float) and math.isnan(value)):
+                tag = f"val/{key[len('val_'):]}" if key.startswith("val_") else f"train/{key}"
+                self._writer.add_scalar(tag, value, step)
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()

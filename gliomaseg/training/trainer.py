@@ -25,10 +25,11 @@ from tqdm import tqdm
 from gliomaseg.config import ExperimentConfig
 from gliomaseg.data.splits import kfold_by_patient, load_split, save_split, split_by_patient
 from gliomaseg.errors import InputError
+from gliomaseg.io.atomic import remove_stale_temporaries
 from gliomaseg.preprocessing.cache import cache_config, cached_case_ids, is_cache, preprocess_dataset
 from gliomaseg.training.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
 from gliomaseg.training.dataset import CachedCaseDataset, training_augmentation
-from gliomaseg.training.history import read_history, write_history
+from gliomaseg.training.history import TensorBoardScalars, read_history, write_history
 from gliomaseg.training.networks import SIZE_MULTIPLE, autocast, build_network, pick_device
 from gliomaseg.training.validation import validate
 from gliomaseg.visualization.curves import plot_training_curves
@@ -93,12 +94,13 @@ def train(
     """Train ``config.train.model`` on ``data`` (raw case folders or a preprocessed cache).
 
     Writes into ``run_dir``: config.json, split.json, last.pt / best.pt (each with
-    the full config), metrics.csv and training_curves.png. With ``resume`` an
+    the full config), metrics.csv, tensorboard/ and training_curves.png. With ``resume`` an
     existing run continues from its last checkpoint with its saved config (only the
     number of epochs may be raised).
     """
     data, run_dir = Path(data), Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(run_dir)
     dev = pick_device(device)
     state = None
     if resume and (run_dir / LAST).exists():
@@ -144,6 +146,7 @@ def train(
     transform = training_augmentation() if tc.augment else None
     dataset = CachedCaseDataset(cache_dir, split["train"], repeats=tc.repeats, transform=transform)
     last_validation: dict[str, float] = {}
+    scalars = TensorBoardScalars(run_dir, start_epoch)
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _raise_interrupt)} if in_main_thread else {}
     epoch = start_epoch
@@ -189,12 +192,14 @@ def train(
             if improved or not split["val"] and is_last:
                 save_checkpoint(checkpoint, run_dir / BEST)
             write_history(history, run_dir / METRICS_FILE)
+            scalars.log(row)
             epoch_bar.set_postfix(loss=f"{row['train_loss']:.3f}", val=f"{row.get('val_dice_mean', float('nan')):.3f}")
             epoch += 1
     except KeyboardInterrupt as stop:
         log.warning("stopped (%s) after epoch %d; continue with --resume", stop or "interrupt", epoch)
         raise
     finally:
+        scalars.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if history:

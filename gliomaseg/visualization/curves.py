@@ -5,17 +5,12 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from gliomaseg.io.atomic import atomic_path  # noqa: E402
-from gliomaseg.labels import REGIONS  # noqa: E402
+from gliomaseg.labels import REGIONS
+from gliomaseg.visualization.figures import plt, save_figure
 
 
-def plot_training_curves(history: list[dict[str, float]], path: Path | str) -> Path:
-    """Two panels, loss and lesion-wise validation Dice per region; written atomically as PNG."""
+def training_curves_figure(history: list[dict[str, float]]) -> plt.Figure:
+    """Two panels: training loss, and lesion-wise validation Dice per region."""
     fig, (ax_loss, ax_dice) = plt.subplots(1, 2, figsize=(11, 4))
     epochs = [row["epoch"] for row in history]
     ax_loss.plot(epochs, [row["train_loss"] for row in history], marker=".", color="black")
@@ -32,7 +27,9 @@ def plot_training_curves(history: list[dict[str, float]], path: Path | str) -> P
     if ax_dice.lines:
         ax_dice.legend(loc="lower right", fontsize=8, ncol=2)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return Path(path)
+    return fig
+
+
+def plot_training_curves(history: list[dict[str, float]], path: Path | str) -> Path:
+    """Write :func:`training_curves_figure` to ``path`` as PNG, atomically."""
+    return save_figure(training_curves_figure(history), path, dpi=110)

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.colors import ListedColormap
+from matplotlib.patches import Patch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
-
-from gliomaseg.io.atomic import atomic_path  # noqa: E402
-from gliomaseg.labels import LABEL_COLOURS, LABELS, MODALITIES  # noqa: E402
+from gliomaseg.labels import LABEL_COLOURS, LABELS, MODALITIES
+from gliomaseg.visualization.figures import plt, save_figure
 
 _CMAP = ListedColormap([(0, 0, 0, 0)] + [(*LABEL_COLOURS[k], 1.0) for k in sorted(LABEL_COLOURS)])
 _VIEWS = (("axial", 2), ("coronal", 1), ("sagittal", 0))
@@ -38,16 +34,15 @@ def _background_window(image: np.ndarray) -> tuple[float, float]:
     return (float(np.percentile(values, 1)), float(np.percentile(values, 99.5))) if values.size else (0.0, 1.0)
 
 
-def plot_overlay(
+def overlay_figure(
     image: np.ndarray,
     prediction: np.ndarray,
-    path: Path | str,
     ground_truth: np.ndarray | None = None,
     title: str = "",
     modality: str = "t2f",
     alpha: float = 0.45,
-) -> Path:
-    """Write a PNG: rows axial/coronal/sagittal through the lesion, columns GT | prediction.
+) -> plt.Figure:
+    """Rows axial/coronal/sagittal through the lesion, columns ground truth | prediction.
 
     ``image`` is (4, X, Y, Z) in MODALITIES order (background: ``modality``);
     without ground truth the left column shows the bare image instead.
@@ -71,7 +66,9 @@ def plot_overlay(
     fig.legend(handles=handles, loc="lower center", ncol=4, frameon=False, fontsize=10)
     fig.suptitle(title, fontsize=12)
     fig.tight_layout(rect=(0.03, 0.04, 1, 0.97))
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
-    return Path(path)
+    return fig
+
+
+def plot_overlay(image: np.ndarray, prediction: np.ndarray, path: Path | str, **kwargs) -> Path:
+    """Write :func:`overlay_figure` to ``path`` as PNG (keyword arguments as there)."""
+    return save_figure(overlay_figure(image, prediction, **kwargs), path)

@@ -1,0 +1,140 @@
+"""The HTML report, batch commands under kill and bad input, unwritable outputs."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from gliomaseg.cli import app
+from test_bad_input import BREAKERS, _single_error_line
+
+
+@pytest.fixture(scope="module")
+def report_source(tmp_path_factory, trained_run, synthetic_dir) -> Path:
+    """A demo-shaped folder: run/, data/cases/, predictions/, evaluation.csv."""
+    root = tmp_path_factory.mktemp("report_source")
+    shutil.copytree(trained_run, root / "run", ignore=shutil.ignore_patterns("cache"))
+    shutil.copytree(synthetic_dir, root / "data" / "cases")
+    runner = CliRunner()
+    assert runner.invoke(app, ["-q", "predict", str(root / "data" / "cases"), str(root / "predictions"), "--model", str(trained_run)]).exit_code == 0
+    result = runner.invoke(app, ["-q", "evaluate", "--pred", str(root / "predictions"), "--gt", str(root / "data" / "cases"),
+                                 "--out", str(root / "evaluation.csv")])
+    assert result.exit_code == 0, result.output
+    return root
+
+
+def test_report_is_self_contained_and_complete(report_source, tmp_path):
+    out = tmp_path / "report.html"
+    result = CliRunner().invoke(app, ["-q", "report", str(report_source), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    page = out.read_text()
+    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert len(images) >= 5  # curves, best/median/worst overlays, a longitudinal plot
+    assert not re.search(r'src="(?!data:)', page), "every image must be embedded"
+    case_ids = sorted(p.name for p in (report_source / "data" / "cases").iterdir())
+    for case_id in case_ids:
+        assert case_id in page
+    assert "Volumes over time, per patient" in page and "BraTS-GLI-93001" in page
+    assert "class=\"sortable\"" in page and "addEventListener('click'" in page
+    assert "Best, median and worst cases" in page
+
+
+@pytest.mark.skipif(not (shutil.which("chromium") or shutil.which("chromium-browser")), reason="Chromium not installed")
+def test_report_renders_in_headless_chromium(report_source, tmp_path):
+    out = tmp_path / "report.html"
+    assert CliRunner().invoke(app, ["-q", "report", str(report_source), "--out", str(out)]).exit_code == 0
+    shot = tmp_path / "shot.png"
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+         "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,2400", f"--screenshot={shot}", out.as_uri()],
+        check=True, capture_output=True, timeout=120,
+    )
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(shot)
+    assert pixels.shape[0] >= 2000 and pixels.shape[1] >= 1200
+    # a rendered page, not a blank one: many distinct colours (text, tables, overlays)
+    assert len(np.unique((pixels[..., :3] * 255).astype(np.uint8).reshape(-1, 3), axis=0)) > 200
+
+
+def test_killed_batch_prediction_completes_on_rerun(trained_run, synthetic_dir, tmp_path):
+    out = tmp_path / "pred"
+    command = [sys.executable, "-m", "gliomaseg", "-q", "predict", str(synthetic_dir), str(out), "--model", str(trained_run)]
+    process = subprocess.Popen(command, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None and not list(out.glob("*.nii.gz")):
+        time.sleep(0.01)
+    process.kill()
+    process.wait()
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    written = sorted(out.glob("*.nii.gz"))
+    assert [p.name for p in written] == sorted(f"{c.name}.nii.gz" for c in synthetic_dir.iterdir())
+    for path in written:
+        assert np.asanyarray(nib.load(path).dataobj).shape == nib.load(synthetic_dir / path.name[:-7] / f"{path.name[:-7]}-t1n.nii.gz").shape
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("kind", ["missing-modality", "truncated-gzip", "nan", "label-values"])
+def test_preprocess_reports_bad_case_and_keeps_the_good_ones(kind, case_copy, synthetic_dir, tmp_path):
+    good = sorted(synthetic_dir.iterdir())[1]
+    shutil.copytree(good, case_copy.parent / good.name)
+    target, message = BREAKERS[kind](case_copy)
+    out = tmp_path / "cache"
+    result = CliRunner().invoke(app, ["-q", "preprocess", str(case_copy.parent), str(out), "--size", "32"])
+    assert result.exit_code == 1
+    line = _single_error_line(result.output)
+    assert target.name in line and message in line, line
+    assert (out / good.name / "meta.json").exists() and not (out / case_copy.name).exists()
+
+
+@pytest.mark.parametrize("kind", ["truncated-gzip", "label-values", "4d"])
+def test_evaluate_names_the_bad_file(kind, case_copy, tmp_path):
+    seg = case_copy / f"{case_copy.name}-seg.nii.gz"
+    pred_dir = tmp_path / "pred"
+    pred_dir.mkdir()
+    shutil.copy(seg, pred_dir / f"{case_copy.name}.nii.gz")
+    if kind == "4d":
+        image = nib.load(seg)
+        data = np.asanyarray(image.dataobj)
+        nib.save(nib.Nifti1Image(np.stack([data, data], -1), image.affine), pred_dir / f"{case_copy.name}.nii.gz")
+        target, message = pred_dir / f"{case_copy.name}.nii.gz", "expected a 3D image, got 4D"
+    elif kind == "truncated-gzip":
+        seg.write_bytes(seg.read_bytes()[:200])
+        target, message = seg, "corrupt or truncated gzip"
+    else:
+        target, message = BREAKERS[kind](case_copy)
+    out = tmp_path / "out.csv"
+    result = CliRunner().invoke(app, ["-q", "evaluate", "--pred", str(pred_dir), "--gt", str(case_copy.parent), "--out", str(out)])
+    assert result.exit_code == 1
+    line = _single_error_line(result.output)
+    assert target.name in line and message in line, line
+    assert not out.exists()
+
+
+def test_train_refuses_a_dataset_without_usable_cases(case_copy, tmp_path):
+    BREAKERS["truncated-gzip"](case_copy)
+    run = tmp_path / "run"
+    result = CliRunner().invoke(app, ["-q", "train", str(case_copy.parent), "--out", str(run), "--size", "32", "--epochs", "1"])
+    assert result.exit_code == 1
+    assert "-t1c.nii.gz: corrupt or truncated gzip" in _single_error_line(result.output)  # the bad case, named
+    assert result.output.strip().splitlines()[-1].endswith("no usable training cases")  # then why nothing trained
+    assert "Traceback" not in result.output and not (run / "last.pt").exists()
+
+
+def test_unwritable_output_is_a_clean_error(synthetic_dir, trained_run, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = CliRunner().invoke(app, ["-q", "predict", str(sorted(synthetic_dir.iterdir())[0]), str(blocker / "pred"), "--model", str(trained_run)])
+    assert result.exit_code == 1
+    assert "a-file" in _single_error_line(result.output)
