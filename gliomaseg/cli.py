@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -120,6 +121,7 @@ def train_command(
     epochs: int = 300,
     batch_size: int = 4,
     lr: float = 1e-3,
+    optimizer: Annotated[str, typer.Option(help="adamw (the recipe) or sgd.")] = "adamw",
     repeats: Annotated[int, typer.Option(help="Augmented copies of each case per epoch.")] = 5,
     val_every: int = 10,
     val_fraction: float = 0.2,
@@ -128,8 +130,10 @@ def train_command(
     seed: int = 0,
     device: Annotated[Optional[str], typer.Option(help="cpu or cuda (default: cuda if available).")] = None,
     resume: bool = False,
+    dropout: Annotated[float, typer.Option(help="Dropout of the network's deep blocks (MONAI VNet default 0.5).")] = 0.5,
     no_augment: bool = False,
     no_amp: bool = False,
+    sync_bn: Annotated[bool, typer.Option("--sync-bn", help="Under torchrun: BatchNorm statistics over all processes.")] = False,
     workers: Workers = 2,
 ) -> None:
     """Train a network with the baseline recipe; checkpoints, metrics.csv and curves go to --out."""
@@ -138,7 +142,7 @@ def train_command(
 
     config = ExperimentConfig(
         preprocess=PreprocessConfig(size=(size,) * 3),
-        train=TrainConfig(model=model, epochs=epochs, batch_size=batch_size, lr=lr, repeats=repeats, augment=not no_augment,
+        train=TrainConfig(model=model, dropout=dropout, sync_batchnorm=sync_bn, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, repeats=repeats, augment=not no_augment,
                           val_fraction=val_fraction, folds=folds, fold=fold, val_every=val_every, seed=seed, amp=not no_amp, num_workers=workers),
     )
     try:
@@ -166,11 +170,13 @@ def predict_command(
     tta: Annotated[bool, typer.Option(help="Average over the 8 axis flips.")] = False,
     overwrite: bool = False,
     fail_fast: FailFast = False,
-    shard: Annotated[str, typer.Option(help="Only the i-th of n shares of the cases, as i/n (array jobs).")] = "0/1",
+    shard: Annotated[Optional[str], typer.Option(help="Only the i-th of n shares of the cases, as i/n (array jobs); under torchrun, one share per rank.")] = None,
 ) -> None:
     """Segment cases; writes OUT_DIR/<case>.nii.gz on each input's own grid."""
     from gliomaseg.inference.predictor import predict
 
+    if shard is None:
+        shard = f"{os.environ.get('RANK', '0')}/{os.environ.get('WORLD_SIZE', '1')}"
     report = predict(input_path, out_dir, model, device, tta, overwrite, fail_fast, _parse_shard(shard), _state["quiet"])
     _finish(report, "predict")
 

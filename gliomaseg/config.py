@@ -32,7 +32,8 @@ class TrainConfig:
     model: str = "vnet3d"
     dropout: float = 0.5  # MONAI VNet's default on its deepest blocks; 0 trains faster on small data
     epochs: int = 300
-    batch_size: int = 4
+    batch_size: int = 4  # per process under torchrun
+    optimizer: str = "adamw"  # or "sgd" (momentum 0.99, Nesterov, as nnU-Net)
     lr: float = 1e-3
     weight_decay: float = 1e-2
     repeats: int = 5  # times each training case is seen per epoch, each with its own augmentation
@@ -43,6 +44,7 @@ class TrainConfig:
     val_every: int = 10
     seed: int = 0
     amp: bool = True  # mixed precision, CUDA only
+    sync_batchnorm: bool = False  # under torchrun: batch statistics over all processes
     num_workers: int = 2
 
 

@@ -16,16 +16,14 @@ from gliomaseg.preprocessing.pipeline import scores_to_native
 from gliomaseg.training.networks import class_probabilities
 
 
-def validate(
-    model: torch.nn.Module, cache_dir: Path | str, case_ids: list[str], amp: bool = True
-) -> dict[str, float]:
-    """Mean lesion-wise Dice per region over ``case_ids`` (official BraTS 2024 protocol).
+def case_scores(model: torch.nn.Module, cache_dir: Path | str, case_ids: list[str], amp: bool = True) -> list[dict[str, float]]:
+    """Lesion-wise Dice per region of each labelled case (official BraTS 2024 protocol).
 
-    Returns ``{"WT": ..., ..., "RC": ..., "mean": ...}``; predictions are mapped
-    back to each case's native grid first, so the numbers are the challenge's.
+    Predictions are mapped back to each case's native grid first, so the numbers
+    are the challenge's. Cases without a label are skipped.
     """
     model.eval()
-    per_region: dict[str, list[float]] = {region: [] for region in REGIONS}
+    rows = []
     for case_id in case_ids:
         case = read_cached_case(Path(cache_dir) / case_id)
         native_crop = case.native_label_crop()
@@ -36,9 +34,13 @@ def validate(
         prediction = scores_to_native(probabilities, case.geometry)
         truth = np.zeros(case.geometry.native_shape, np.uint8)
         truth[box_slices(case.geometry.box)] = native_crop
-        rows, _ = lesion_wise_scores(prediction, truth, spacing_from_affine(case.geometry.affine))
-        for region in REGIONS:
-            per_region[region].append(rows[region]["LesionWise_Score_Dice"])
-    means = {region: float(np.mean(values)) if values else float("nan") for region, values in per_region.items()}
-    means["mean"] = float(np.nanmean(list(means.values()))) if per_region["WT"] else float("nan")
+        scores, _ = lesion_wise_scores(prediction, truth, spacing_from_affine(case.geometry.affine))
+        rows.append({region: scores[region]["LesionWise_Score_Dice"] for region in REGIONS})
+    return rows
+
+
+def summarise_scores(rows: list[dict[str, float]]) -> dict[str, float]:
+    """Mean per region over cases, plus their mean (``"mean"``); NaN when there are no cases."""
+    means = {region: float(np.mean([r[region] for r in rows])) if rows else float("nan") for region in REGIONS}
+    means["mean"] = float(np.mean(list(means.values()))) if rows else float("nan")
     return means
