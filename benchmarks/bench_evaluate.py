@@ -18,28 +18,18 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import csv  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
-import resource  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from common import peak_rss_gb, write_results  # noqa: E402
+
 from gliomaseg.evaluation.evaluate import CasePair, score_pair  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "metrics"
-RESULTS = ROOT / "benchmarks" / "results"
 REPEATS = 3
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
 
 
 def main() -> None:
@@ -56,7 +46,6 @@ def main() -> None:
         official = float(expected[pair["case_id"]]["seconds"])
         rows.append({"case_id": pair["case_id"], "seconds": ours, "official_seconds": official, "speedup": official / ours})
         print(f"{pair['case_id']:<36} {ours:7.3f} s   official {official:7.1f} s   x{official / ours:7.0f}", file=sys.stderr)
-    peak_rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     headline = {
         "pairs": len(rows),
         "median_seconds": statistics.median(r["seconds"] for r in rows),
@@ -64,12 +53,10 @@ def main() -> None:
         "median_official_seconds": statistics.median(r["official_seconds"] for r in rows),
         "median_speedup": statistics.median(r["speedup"] for r in rows),
         "min_speedup": min(r["speedup"] for r in rows),
-        "peak_rss_gb": round(peak_rss_gb, 3),
+        "peak_rss_gb": round(peak_rss_gb(), 3),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "evaluate.json").write_text(json.dumps({"machine": machine(), "headline": headline, "pairs": rows}, indent=2) + "\n")
-    lines = [
-        f"Machine: {machine()}; one process, one thread, median of {REPEATS} runs per pair (load + score).",
+    table = [
+        f"One process, one thread, median of {REPEATS} runs per pair (load + score).",
         "",
         "| pairs | median s/pair (gliomaseg) | max s/pair | median s/pair (official, recorded) | median speed-up | min speed-up | peak RSS |",
         "|---|---|---|---|---|---|---|",
@@ -77,8 +64,7 @@ def main() -> None:
         f"{headline['median_official_seconds']:.1f} | {headline['median_speedup']:.0f}x | {headline['min_speedup']:.0f}x | "
         f"{headline['peak_rss_gb']:.2f} GB |",
     ]
-    (RESULTS / "evaluate.md").write_text("\n".join(lines) + "\n")
-    print(json.dumps(headline))
+    write_results("evaluate", headline, {"pairs": rows}, table)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -30,6 +32,13 @@ class BatchReport(Generic[R]):
 
     def summary(self, what: str) -> str:
         return f"{what}: {len(self.results)} done, {len(self.failures)} failed"
+
+
+def _share_cores(threads: int) -> None:
+    """Worker initialiser: split the cores between workers instead of each taking all of them."""
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def run_batch(
@@ -65,7 +74,10 @@ def run_batch(
             for item in items:
                 record(name(item), lambda item=item: work(item))
         else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
+            # forkserver, not fork: a child forked after torch has started its OpenMP threads can hang forever
+            threads = max(1, (os.cpu_count() or 1) // workers)
+            context = multiprocessing.get_context("forkserver")
+            with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_share_cores, initargs=(threads,)) as pool:
                 futures = {pool.submit(work, item): name(item) for item in items}
                 for future in as_completed(futures):
                     record(futures[future], future.result)

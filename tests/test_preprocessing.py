@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -66,3 +69,17 @@ def test_regions_follow_the_2024_scheme():
     assert region_mask(labels, "WT").tolist() == [False, True, True, True, False]  # RC is not tumour
     assert region_mask(labels, "TC").tolist() == [False, True, False, True, False]
     assert list(REGIONS) == ["WT", "TC", "NETC", "SNFH", "ET", "RC"]
+
+
+def test_parallel_preprocess_after_torch_work_does_not_hang(tmp_path, synthetic_dir):
+    # Forked workers of a process whose OpenMP pool is running used to hang forever.
+    script = (
+        "import sys, torch\n"
+        "from gliomaseg.config import PreprocessConfig\n"
+        "from gliomaseg.preprocessing.cache import preprocess_dataset\n"
+        "torch.nn.functional.interpolate(torch.rand(1, 4, 64, 64, 64), size=(80, 80, 80), mode='trilinear')\n"
+        "report = preprocess_dataset(sys.argv[1], sys.argv[2], PreprocessConfig(size=(32, 32, 32)), workers=2, quiet=True)\n"
+        "assert report.ok and len(report.results) == 5\n"
+    )
+    subprocess.run([sys.executable, "-c", script, str(synthetic_dir), str(tmp_path / "cache")], check=True, timeout=300)
+    assert len(cached_case_ids(tmp_path / "cache")) == 5

@@ -126,6 +126,11 @@ def test_corrupt_and_foreign_checkpoints_are_refused(tmp_path, trained_run):
     torch.save(state, foreign)
     with pytest.raises(InputError, match="does not match its architecture"):
         load_model(foreign, device="cpu")
+    for bad, message in ((corrupt, "corrupt or truncated checkpoint"), (foreign, "does not match its architecture")):
+        out = tmp_path / f"pred-{bad.stem}"
+        result = CliRunner().invoke(app, ["-q", "predict", str(EXAMPLES), str(out), "--model", str(bad)])
+        assert result.exit_code == 1 and f"{bad.name}: " in result.output and message in result.output
+        assert not list(out.glob("*.nii.gz"))
 
 
 def test_show_draws_ground_truth_beside_prediction(trained_run, tmp_path, synthetic_dir):

@@ -71,11 +71,19 @@ def pick_device(requested: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def autocast(device: torch.device, enabled: bool) -> torch.autocast:
-    """Mixed precision on CUDA (bf16 where supported, else fp16); a no-op elsewhere."""
-    use = enabled and device.type == "cuda"
-    dtype = torch.bfloat16 if use and torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype, enabled=use)
+def cpu_supports_bf16() -> bool:
+    """True where oneDNN has native bf16 kernels (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slow."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def autocast(device: torch.device, enabled: bool, cpu_bf16: bool = False) -> torch.autocast:
+    """Mixed precision: on CUDA bf16 where supported, else fp16; on the CPU bf16 only when
+    asked (inference) and the CPU has native bf16; otherwise a no-op."""
+    if device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast(device_type="cuda", dtype=dtype, enabled=enabled)
+    use = enabled and cpu_bf16 and device.type == "cpu" and cpu_supports_bf16()
+    return torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=use)
 
 
 @torch.inference_mode()
@@ -84,7 +92,8 @@ def class_probabilities(
 ) -> torch.Tensor:
     """Softmax class probabilities (B, K, X, Y, Z) of a batch (B, C, X, Y, Z) on the model's device.
 
-    With ``flip_tta`` the mean over the 8 mirrorings of the three axes.
+    With ``flip_tta`` the mean over the 8 mirrorings of the three axes. ``amp`` means
+    bf16/fp16 on CUDA and bf16 on CPUs with native bf16 (about 1.5x faster there).
     """
     device = next(model.parameters()).device
     image = image.to(device)
@@ -92,7 +101,7 @@ def class_probabilities(
     if flip_tta:
         flips = [tuple(a for a, bit in zip((2, 3, 4), (i & 1, i & 2, i & 4)) if bit) for i in range(8)]
     total = None
-    with autocast(device, amp):
+    with autocast(device, amp, cpu_bf16=True):
         for axes in flips:
             view = image.flip(axes) if axes else image
             probs = torch.softmax(model(view).float(), dim=1)

@@ -1,0 +1,125 @@
+"""End-to-end prediction time per case: gliomaseg's default model against a sliding-window peer.
+
+Run: ``.venv/bin/python benchmarks/bench_predict.py [--model RUN] [--synthetic N]``.
+Ours: ``gliomaseg predict`` per case (load, preprocess, network at the config's grid,
+back to the native grid, write). Peer, in the same run on the same cases: MONAI
+SegResNet with sliding-window inference over the whole native volume (roi 128^3,
+overlap 0.5), with its own load, z-score and write. Each side runs in its own
+process so its peak RSS is its own. Speed does not depend on the weights, so an
+untrained network of the default configuration is timed unless ``--model`` is given.
+Writes ``results/predict.{json,md}``; the last stdout line is
+``{"s_per_case": ..., "peer_s_per_case": ..., "ratio": ..., "peak_rss_gb": ...}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import peak_rss_gb, write_results
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples" / "data"
+
+
+def _ours(cases: list[Path], out: Path, model: str | None) -> dict:
+    import torch
+
+    from gliomaseg.config import ExperimentConfig
+    from gliomaseg.inference.predictor import LoadedModel, load_model, predict
+    from gliomaseg.training.networks import build_network
+
+    if model:
+        loaded = load_model(model, device="cpu")
+    else:
+        config = ExperimentConfig()
+        loaded = LoadedModel(build_network(config.train.model, config.train.dropout).eval(), config, Path("untrained"))
+    times = {}
+    for case in cases:
+        started = time.perf_counter()
+        predict(case, out, loaded, device="cpu", overwrite=True, quiet=True)
+        times[case.name] = time.perf_counter() - started
+    return {"seconds": times, "peak_rss_gb": peak_rss_gb(), "threads": torch.get_num_threads()}
+
+
+def _peer(cases: list[Path], out: Path) -> dict:
+    import numpy as np
+    import torch
+    from monai.inferers import sliding_window_inference
+    from monai.networks.nets import SegResNet
+
+    from gliomaseg.io.cases import load_case, read_case_folder
+    from gliomaseg.io.nifti import save_label_map
+
+    network = SegResNet(spatial_dims=3, in_channels=4, out_channels=5, init_filters=16).eval()
+    times = {}
+    for case in cases:
+        started = time.perf_counter()
+        loaded = load_case(read_case_folder(case), with_label=False)
+        image = loaded.image
+        brain = image.any(axis=0)
+        normalised = np.zeros_like(image)
+        for c in range(image.shape[0]):
+            values = image[c][brain]
+            normalised[c][brain] = (values - values.mean()) / (values.std() + 1e-8)
+        with torch.inference_mode():
+            logits = sliding_window_inference(torch.from_numpy(normalised)[None], (128, 128, 128), 1, network, overlap=0.5)
+        save_label_map(logits[0].argmax(0).numpy().astype(np.uint8), loaded.affine, out / f"{case.name}.nii.gz")
+        times[case.name] = time.perf_counter() - started
+    return {"seconds": times, "peak_rss_gb": peak_rss_gb(), "threads": torch.get_num_threads()}
+
+
+def _run_part(part: str, cases: list[Path], out: Path, model: str | None) -> dict:
+    command = [sys.executable, __file__, "--part", part, "--out", str(out), *(["--model", model] if model else []), *map(str, cases)]
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="run folder or checkpoint (default: untrained default configuration)")
+    parser.add_argument("--synthetic", type=int, default=1, help="synthetic cases (182x218x182) besides the bundled real ones")
+    parser.add_argument("--part", choices=["ours", "peer"], help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("cases", nargs="*", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.part:
+        cases = [Path(c) for c in args.cases]
+        result = _ours(cases, Path(args.out), args.model) if args.part == "ours" else _peer(cases, Path(args.out))
+        print(json.dumps(result))
+        return
+
+    from gliomaseg.data.synthetic import write_synthetic_dataset
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cases = sorted(p for p in EXAMPLES.iterdir() if p.is_dir())
+        if args.synthetic:
+            cases += write_synthetic_dataset(Path(tmp) / "synthetic", args.synthetic, seed=42)
+        ours = _run_part("ours", cases, Path(tmp) / "ours", args.model)
+        peer = _run_part("peer", cases, Path(tmp) / "peer", None)
+    s_ours = statistics.mean(ours["seconds"].values())
+    s_peer = statistics.mean(peer["seconds"].values())
+    headline = {"s_per_case": round(s_ours, 2), "peer_s_per_case": round(s_peer, 2), "ratio": round(s_peer / s_ours, 2),
+                "peak_rss_gb": round(ours["peak_rss_gb"], 2)}
+    table = [
+        f"Ours: default configuration ({'model ' + args.model if args.model else 'VNet3d at 160^3, untrained weights'}), "
+        f"CPU, {ours['threads']} threads. Peer: MONAI SegResNet, sliding window roi 128^3, overlap 0.5.",
+        "",
+        "| case | gliomaseg s | peer s |",
+        "|---|---|---|",
+        *(f"| {name} | {ours['seconds'][name]:.1f} | {peer['seconds'][name]:.1f} |" for name in ours["seconds"]),
+        f"| **mean** | **{s_ours:.1f}** | **{s_peer:.1f}** |",
+        "",
+        f"Peak RSS: gliomaseg {ours['peak_rss_gb']:.2f} GB, peer {peer['peak_rss_gb']:.2f} GB; peer/ours time ratio {s_peer / s_ours:.2f}.",
+    ]
+    write_results("predict", headline, {"ours": ours, "peer": peer}, table)
+
+
+if __name__ == "__main__":
+    main()

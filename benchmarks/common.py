@@ -1,0 +1,43 @@
+"""What every benchmark shares: the machine's description, peak memory, and how results are written."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> str:
+    """One line naming the machine, so a number is never quoted without where it came from."""
+    cpu = "unknown CPU"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gpu = ""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            gpu = f", GPU {torch.cuda.get_device_name(0)}"
+    except ImportError:
+        pass
+    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, {cpu}{gpu}, Python {platform.python_version()}"
+
+
+def peak_rss_gb() -> float:
+    """Peak resident memory of this process so far, in GB (Linux reports kB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
+def write_results(name: str, headline: dict, details: dict, table: list[str]) -> None:
+    """``results/<name>.json`` (everything) and ``results/<name>.md`` (the table the README quotes);
+    the headline goes to stdout as the last line, one JSON object."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps({"machine": machine(), "headline": headline, **details}, indent=2) + "\n")
+    (RESULTS / f"{name}.md").write_text(f"Machine: {machine()}\n\n" + "\n".join(table) + "\n")
+    print(json.dumps(headline))
