@@ -134,6 +134,7 @@ def train_command(
     no_augment: bool = False,
     no_amp: bool = False,
     sync_bn: Annotated[bool, typer.Option("--sync-bn", help="Under torchrun: BatchNorm statistics over all processes.")] = False,
+    compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the network (worth it on GPUs for long runs).")] = False,
     workers: Workers = 2,
 ) -> None:
     """Train a network with the baseline recipe; checkpoints, metrics.csv and curves go to --out."""
@@ -142,8 +143,12 @@ def train_command(
 
     config = ExperimentConfig(
         preprocess=PreprocessConfig(size=(size,) * 3),
-        train=TrainConfig(model=model, dropout=dropout, sync_batchnorm=sync_bn, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, repeats=repeats, augment=not no_augment,
-                          val_fraction=val_fraction, folds=folds, fold=fold, val_every=val_every, seed=seed, amp=not no_amp, num_workers=workers),
+        train=TrainConfig(
+            model=model, dropout=dropout, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
+            repeats=repeats, augment=not no_augment, val_fraction=val_fraction, folds=folds, fold=fold,
+            val_every=val_every, seed=seed, amp=not no_amp, sync_batchnorm=sync_bn, compile=compile_model,
+            num_workers=workers,
+        ),
     )
     try:
         result = train(data, out, config, device=device, resume=resume, workers=workers, quiet=_state["quiet"])

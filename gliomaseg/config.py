@@ -45,6 +45,7 @@ class TrainConfig:
     seed: int = 0
     amp: bool = True  # mixed precision, CUDA only
     sync_batchnorm: bool = False  # under torchrun: batch statistics over all processes
+    compile: bool = False  # torch.compile the network (CUDA; first steps are slow while it compiles)
     num_workers: int = 2
 
 

@@ -195,7 +195,11 @@ def train(
             raise InputError(run_dir / LAST, f"checkpoint does not fit model '{tc.model}'") from None
     if ctx.distributed and tc.sync_batchnorm:
         network = torch.nn.SyncBatchNorm.convert_sync_batchnorm(network)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick its fastest kernels once
     model = DistributedDataParallel(network, device_ids=[dev.index] if dev.type == "cuda" else None) if ctx.distributed else network
+    if tc.compile:
+        model = torch.compile(model)
     optimizer = build_optimizer(model.parameters(), tc)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=tc.epochs)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
