@@ -85,16 +85,15 @@ def merge_touching(lesions: np.ndarray, pairs: set[tuple[int, int]]) -> np.ndarr
     (smallest) partner. Lesions sharing that partner thereby become one; the
     merge is not transitive.
     """
-    next_number = int(lesions.max()) + 1
+    ordered = sorted(pairs)
+    first_number = int(lesions.max()) + 1
     partner_number: dict[int, int] = {}
+    for _, partner in ordered:
+        partner_number.setdefault(partner, first_number + len(partner_number))
     mapping: dict[int, int] = {}
-    for lesion, partner in sorted(pairs):
-        if partner not in partner_number:
-            partner_number[partner] = next_number
-            next_number += 1
-    for lesion, partner in sorted(pairs):
+    for lesion, partner in ordered:
         mapping.setdefault(lesion, partner_number[partner])
-    lookup = np.arange(next_number, dtype=lesions.dtype)
+    lookup = np.arange(first_number + len(partner_number), dtype=lesions.dtype)
     for lesion, number in mapping.items():
         lookup[lesion] = number
     return lookup[lesions]
