@@ -138,3 +138,16 @@ def test_unwritable_output_is_a_clean_error(synthetic_dir, trained_run, tmp_path
     result = CliRunner().invoke(app, ["-q", "predict", str(sorted(synthetic_dir.iterdir())[0]), str(blocker / "pred"), "--model", str(trained_run)])
     assert result.exit_code == 1
     assert "a-file" in _single_error_line(result.output)
+
+
+def test_stale_temporaries_of_other_shards_are_left_alone(trained_run, synthetic_dir, tmp_path):
+    out = tmp_path / "pred"
+    out.mkdir()
+    cases = sorted(synthetic_dir.iterdir())
+    mine, other = out / f".{cases[0].name}.abc123.tmp.nii.gz", out / f".{cases[1].name}.def456.tmp.nii.gz"
+    mine.write_bytes(b"left by a killed run")
+    other.write_bytes(b"being written by another shard")
+    result = CliRunner().invoke(app, ["-q", "predict", str(synthetic_dir), str(out), "--model", str(trained_run), "--shard", "0/5"])
+    assert result.exit_code == 0, result.output
+    assert not mine.exists() and other.exists()
+    assert [p.name for p in out.glob("*.nii.gz") if not p.name.startswith(".")] == [f"{cases[0].name}.nii.gz"]

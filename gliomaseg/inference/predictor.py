@@ -106,7 +106,7 @@ def predict(
     folders = shard(find_case_folders(input_path), *shard_spec)
     loaded = model if isinstance(model, LoadedModel) else load_model(model, device)
     out_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out_dir)
+    remove_stale_temporaries(out_dir, stems=[f.name.split(".")[0] for f in folders])  # as atomic_path names them
     todo = [f for f in folders if overwrite or not output_path(out_dir, f.name).exists()]
     skipped = len(folders) - len(todo)
     if skipped:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -45,15 +45,18 @@ def write_text_atomic(target: Path | str, text: str) -> Path:
     return write_atomic(target, lambda tmp: tmp.write_text(text))
 
 
-def remove_stale_temporaries(folder: Path | str) -> int:
+def remove_stale_temporaries(folder: Path | str, stems: Iterable[str] | None = None) -> int:
     """Delete temporary files a killed process left in ``folder`` (not its subfolders).
 
-    Only names made by :func:`atomic_path` (``.<name>.<random>.tmp<suffix>``) are touched.
+    Only names made by :func:`atomic_path` (``.<stem>.<random>.tmp<suffix>``) are
+    touched, and with ``stems`` only those of these outputs: a process sharing the
+    folder with others (array jobs, torchrun ranks) must not delete their files in flight.
     """
     folder = Path(folder)
     if not folder.is_dir():
         return 0
-    stale = [p for p in folder.glob(".*.tmp*") if p.is_file()]
+    patterns = [f".{stem}.*.tmp*" for stem in stems] if stems is not None else [".*.tmp*"]
+    stale = [p for pattern in patterns for p in folder.glob(pattern) if p.is_file()]
     for path in stale:
         path.unlink(missing_ok=True)
     return len(stale)
