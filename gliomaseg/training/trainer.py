@@ -60,14 +60,19 @@ class TrainResult:
     last_validation: dict[str, float]
 
 
+def cache_location(data: Path, run_dir: Path) -> Path:
+    """Where a run reads its cache: ``data`` itself if it is one, else ``run_dir/cache``."""
+    return data if is_cache(data) else run_dir / "cache"
+
+
 def prepare_cache(data: Path, run_dir: Path, config: ExperimentConfig, workers: int, quiet: bool) -> tuple[Path, ExperimentConfig]:
     """The preprocessed cache to train from; raw data is preprocessed into ``run_dir/cache`` once.
 
     A ready cache brings its own preprocessing settings, which then go into the run's config.
     """
-    if is_cache(data):
+    cache = cache_location(data, run_dir)
+    if cache == data:
         return data, replace(config, preprocess=cache_config(data))
-    cache = run_dir / "cache"
     report = preprocess_dataset(data, cache, config.preprocess, workers=workers, quiet=quiet)
     if not report.results:
         raise InputError(data, "no usable training cases")
@@ -181,7 +186,7 @@ def train(
         config.save(run_dir / CONFIG_FILE)
     barrier(ctx)
     if not ctx.is_main:
-        cache_dir = data if is_cache(data) else run_dir / "cache"
+        cache_dir = cache_location(data, run_dir)
         config = ExperimentConfig.load(run_dir / CONFIG_FILE)
     tc = config.train
     split = _split(run_dir, cache_dir, tc, ctx)
