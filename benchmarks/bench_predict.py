@@ -33,13 +33,13 @@ def _ours(cases: list[Path], out: Path, model: str | None) -> dict:
 
     from gliomaseg.config import ExperimentConfig
     from gliomaseg.inference.predictor import LoadedModel, load_model, predict
-    from gliomaseg.training.networks import build_network
+    from gliomaseg.training.networks import network_for, ready_for_inference
 
     if model:
         loaded = load_model(model, device="cpu")
     else:
         config = ExperimentConfig()
-        loaded = LoadedModel(build_network(config.train.model, config.train.dropout).eval(), config, Path("untrained"))
+        loaded = LoadedModel(ready_for_inference(network_for(config.train), torch.device("cpu")), config, Path("untrained"))
     times = {}
     for case in cases:
         started = time.perf_counter()

@@ -1,7 +1,7 @@
 """Training throughput: what the model consumes against what the data loader delivers.
 
 Run: ``.venv/bin/python benchmarks/bench_train.py [--size 160] [--batch-size 4] [--steps 3]``.
-Times training steps (forward, backward, AdamW) of the default VNet3d on every device
+Times training steps (forward, backward, AdamW) of the default configuration (VNet3d) on every device
 present (the CPU, and the GPU with and without mixed precision when there is one),
 and the data loader alone (memory-mapped cache + the recipe's augmentation) with 0, 1
 and 2 worker processes. The loader must outrun the model by 1.5x on the device in use.
@@ -19,22 +19,24 @@ from pathlib import Path
 import torch
 from common import peak_rss_gb, write_results
 from monai.data import DataLoader
-from monai.losses import DiceCELoss
 
-from gliomaseg.config import PreprocessConfig
+from gliomaseg.config import PreprocessConfig, TrainConfig
 from gliomaseg.data.synthetic import write_synthetic_dataset
 from gliomaseg.preprocessing.cache import cached_case_ids, preprocess_dataset
 from gliomaseg.training.dataset import CachedCaseDataset, training_augmentation
-from gliomaseg.training.networks import autocast, build_network
+from gliomaseg.training.loss import DiceCrossEntropyLoss
+from gliomaseg.training.networks import autocast, memory_format, network_for
+from gliomaseg.training.targets import targets_named
 
 
 def model_rate(device: torch.device, size: int, batch: int, steps: int, amp: bool) -> dict:
     """Samples per second of full training steps, after one warm-up step."""
     torch.manual_seed(0)
-    network = build_network("vnet3d", 0.5).to(device)
-    optimizer = torch.optim.AdamW(network.parameters(), lr=1e-3)
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
-    image = torch.randn(batch, 4, size, size, size, device=device)
+    config = TrainConfig()
+    network = network_for(config).to(device, memory_format=memory_format(device))
+    optimizer = torch.optim.AdamW(network.parameters(), lr=config.lr)
+    loss_fn = DiceCrossEntropyLoss(targets_named(config.targets))
+    image = torch.randn(batch, 4, size, size, size, device=device).to(memory_format=memory_format(device))
     label = torch.randint(0, 5, (batch, 1, size, size, size), device=device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()

@@ -85,11 +85,12 @@ def synth(
     cases: Annotated[int, typer.Option(min=1)] = 4,
     seed: int = 0,
     shape: Annotated[tuple[int, int, int], typer.Option(help="Grid, e.g. 240 240 155 for SRI-24.")] = (182, 218, 182),
+    workers: Workers = 1,
 ) -> None:
     """Write synthetic post-treatment cases in BraTS layout (with -seg)."""
     from gliomaseg.data.synthetic import write_synthetic_dataset
 
-    folders = write_synthetic_dataset(out_dir, cases, seed=seed, shape=shape)
+    folders = write_synthetic_dataset(out_dir, cases, seed=seed, shape=shape, workers=workers, quiet=_state["quiet"])
     typer.echo(f"wrote {len(folders)} cases to {out_dir}", err=True)
 
 
@@ -116,8 +117,9 @@ def preprocess(
 def train_command(
     data: Annotated[Path, typer.Argument(help="Case folders or a preprocessed cache.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder.")],
-    model: Annotated[str, typer.Option(help="vnet3d, segresnet or dynunet.")] = "vnet3d",
-    size: int = 160,
+    model: Annotated[str, typer.Option(help="vnet3d (the recipe's), monai-vnet, segresnet or dynunet.")] = "vnet3d",
+    targets: Annotated[str, typer.Option(help="labels (softmax over 0-4) or regions (sigmoid WT, TC, ET, RC).")] = "labels",
+    size: Annotated[Optional[int], typer.Option(help="Cubic network grid side (default: 160, or a cache's own).")] = None,
     epochs: int = 300,
     batch_size: int = 4,
     lr: float = 1e-3,
@@ -128,26 +130,27 @@ def train_command(
     folds: Annotated[int, typer.Option(help="k-fold cross-validation by patient (0: one split by --val-fraction).")] = 0,
     fold: Annotated[int, typer.Option(help="Which fold to train, 0..folds-1.")] = 0,
     seed: int = 0,
+    deterministic: Annotated[bool, typer.Option(help="Deterministic kernels (slower on GPUs).")] = False,
     device: Annotated[Optional[str], typer.Option(help="cpu or cuda (default: cuda if available).")] = None,
     resume: bool = False,
-    dropout: Annotated[float, typer.Option(help="Dropout of the network's deep blocks (MONAI VNet default 0.5).")] = 0.5,
-    no_augment: bool = False,
-    no_amp: bool = False,
-    sync_bn: Annotated[bool, typer.Option("--sync-bn", help="Under torchrun: BatchNorm statistics over all processes.")] = False,
+    dropout: Annotated[float, typer.Option(help="Dropout probability of every dropout layer (VNet3d: its skip connections).")] = 0.0,
+    no_augment: Annotated[bool, typer.Option("--no-augment", help="Train without augmentation.")] = False,
+    no_amp: Annotated[bool, typer.Option("--no-amp", help="Full precision on CUDA.")] = False,
+    sync_bn: Annotated[bool, typer.Option("--sync-bn/--no-sync-bn", help="Under torchrun on GPUs: BatchNorm statistics over all processes.")] = True,
     compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the network (worth it on GPUs for long runs).")] = False,
     workers: Workers = 2,
 ) -> None:
     """Train a network with the baseline recipe; checkpoints, metrics.csv and curves go to --out."""
-    from gliomaseg.config import ExperimentConfig, PreprocessConfig, TrainConfig
-    from gliomaseg.training.trainer import train
+    from gliomaseg.config import ExperimentConfig, TrainConfig
+    from gliomaseg.training.trainer import preprocess_config_for, train
 
     config = ExperimentConfig(
-        preprocess=PreprocessConfig(size=(size,) * 3),
+        preprocess=preprocess_config_for(data, size),
         train=TrainConfig(
-            model=model, dropout=dropout, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
+            model=model, targets=targets, dropout=dropout, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
             repeats=repeats, augment=not no_augment, val_fraction=val_fraction, folds=folds, fold=fold,
-            val_every=val_every, seed=seed, amp=not no_amp, sync_batchnorm=sync_bn, compile=compile_model,
-            num_workers=workers,
+            val_every=val_every, seed=seed, deterministic=deterministic, amp=not no_amp, sync_batchnorm=sync_bn,
+            compile=compile_model, num_workers=workers,
         ),
     )
     try:

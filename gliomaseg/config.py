@@ -29,12 +29,13 @@ class PreprocessConfig:
 class TrainConfig:
     """Network and optimisation; defaults are the baseline recipe."""
 
-    model: str = "vnet3d"
-    dropout: float = 0.5  # MONAI VNet's default on its deepest blocks; 0 trains faster on small data
+    model: str = "vnet3d"  # the recipe's VNet3d; or monai-vnet, segresnet, dynunet
+    targets: str = "labels"  # softmax over the labels 0-4, or "regions": sigmoid WT, TC, ET, RC
+    dropout: float = 0.0  # every dropout layer's probability (VNet3d: Dropout3d on its skip connections)
     epochs: int = 300
     batch_size: int = 4  # per process under torchrun
     optimizer: str = "adamw"  # or "sgd" (momentum 0.99, Nesterov, as nnU-Net)
-    lr: float = 1e-3
+    lr: float = 1e-3  # peak; cosine annealing to 0 over the epochs
     weight_decay: float = 1e-2
     repeats: int = 5  # times each training case is seen per epoch, each with its own augmentation
     augment: bool = True
@@ -43,8 +44,9 @@ class TrainConfig:
     fold: int = 0
     val_every: int = 10
     seed: int = 0
+    deterministic: bool = False  # deterministic kernels (slower on GPUs); runs are reproducible on a CPU without it
     amp: bool = True  # mixed precision, CUDA only
-    sync_batchnorm: bool = False  # under torchrun: batch statistics over all processes
+    sync_batchnorm: bool = True  # under torchrun on GPUs: BatchNorm statistics over all processes
     compile: bool = False  # torch.compile the network (CUDA; first steps are slow while it compiles)
     num_workers: int = 2
 

@@ -29,6 +29,15 @@ REGIONS: dict[str, tuple[int, ...]] = {
 }
 """Scored region -> label values it is made of, in the challenge's order."""
 
+TRAINING_REGIONS: dict[str, tuple[int, ...]] = {
+    "WT": (1, 2, 3),
+    "TC": (1, 3),
+    "ET": (3,),
+    "RC": (4,),
+}
+"""Output channels of a region-based network (sigmoid, may overlap), as nnU-Net's BraTS setups.
+NETC and SNFH need no channel of their own: they are TC - ET and WT - TC."""
+
 LABEL_COLOURS: dict[int, tuple[float, float, float]] = {
     1: (0.95, 0.20, 0.20),  # NETC red
     2: (0.20, 0.80, 0.25),  # SNFH green

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -76,6 +77,8 @@ def test_killed_batch_prediction_completes_on_rerun(trained_run, synthetic_dir, 
         time.sleep(0.01)
     process.kill()
     process.wait()
+    assert process.returncode == -signal.SIGKILL, "prediction ended before the kill: nothing was interrupted"
+    assert len(list(out.glob("*.nii.gz"))) < len(list(synthetic_dir.iterdir()))
     rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     written = sorted(out.glob("*.nii.gz"))

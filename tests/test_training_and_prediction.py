@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import csv
+import json
+import shutil
 import pickle
+import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import nibabel as nib
@@ -17,9 +21,11 @@ from typer.testing import CliRunner
 
 from conftest import EXAMPLES, tiny_config
 from gliomaseg.cli import app
+from gliomaseg.data.synthetic import MNI_SHAPE, write_synthetic_dataset
 from gliomaseg.errors import InputError
 from gliomaseg.inference.predictor import load_model
 from gliomaseg.io.cases import discover_cases
+from gliomaseg.labels import REGIONS, TRAINING_REGIONS
 from gliomaseg.training.checkpoint import load_checkpoint
 from gliomaseg.training.trainer import train
 
@@ -55,25 +61,94 @@ def _kill_after_epoch(args: list[str], metrics: Path, epoch: int) -> None:
         time.sleep(0.02)
     process.kill()
     process.wait()
+    assert process.returncode == -signal.SIGKILL, "training ended before the kill: nothing was interrupted"
 
 
 def test_resume_after_sigkill_continues_exactly(tmp_path, synthetic_dir):
-    straight = train(synthetic_dir, tmp_path / "straight", tiny_config(epochs=3, augment=True), device="cpu", quiet=True)
+    straight = train(synthetic_dir, tmp_path / "straight", tiny_config(epochs=4, augment=True), device="cpu", quiet=True)
     cache, run = tmp_path / "straight" / "cache", tmp_path / "killed"
-    args = [str(cache), "--out", str(run), "--size", "32", "--epochs", "3", "--batch-size", "2", "--repeats", "1",
+    args = [str(cache), "--out", str(run), "--size", "32", "--epochs", "4", "--batch-size", "2", "--repeats", "1",
             "--val-every", "1", "--val-fraction", "0.25", "--seed", "0", "--device", "cpu", "--workers", "0"]
     _kill_after_epoch(args, run / "metrics.csv", epoch=2)
     interrupted = load_checkpoint(run / "last.pt")  # whatever moment the kill hit, the checkpoint is whole
     assert interrupted["epoch"] in (2, 3)
     result = CliRunner().invoke(app, ["-q", "train", *args, "--resume"])
     assert result.exit_code == 0, result.output
-    assert straight.epochs_done == load_checkpoint(run / "last.pt")["epoch"] == 3
+    assert straight.epochs_done == load_checkpoint(run / "last.pt")["epoch"] == 4
     a = load_checkpoint(tmp_path / "straight" / "last.pt")["model"]
     b = load_checkpoint(run / "last.pt")["model"]
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6, msg=key)
-    assert [r["epoch"] for r in _rows(run)] == ["1", "2", "3"]
+    assert [r["epoch"] for r in _rows(run)] == ["1", "2", "3", "4"]
+    assert [r["lr"] for r in _rows(run)] == [r["lr"] for r in _rows(tmp_path / "straight")]
     assert not list(run.glob(".*tmp*"))
+
+
+def test_resume_with_more_epochs_continues_a_falling_schedule(tmp_path, trained_run):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    args = [str(run / "cache"), "--out", str(run), "--epochs", "4", "--device", "cpu", "--workers", "0", "--resume"]
+    result = CliRunner().invoke(app, ["-q", "train", *args])
+    assert result.exit_code == 0, result.output
+    rates = [float(r["lr"]) for r in _rows(run)]
+    assert [int(r["epoch"]) for r in _rows(run)] == [1, 2, 3, 4]
+    assert rates[0] == 1e-3  # the logged rate is the one the epoch used: the peak, first
+    assert all(b <= a for a, b in zip(rates, rates[1:])) and rates[-1] > 0, rates
+    assert load_checkpoint(run / "last.pt")["config"]["train"]["epochs"] == 4
+
+
+def test_validation_scores_equal_gliomaseg_evaluate(trained_run, synthetic_dir, tmp_path):
+    """The Dice that chooses best.pt is the challenge's: score the saved validation predictions independently."""
+    val_cases = json.loads((trained_run / "split.json").read_text())["val"]
+    truth = tmp_path / "truth"
+    for case in val_cases:
+        shutil.copytree(synthetic_dir / case, truth / case)
+    assert sorted(p.name for p in (trained_run / "validation").iterdir()) == [f"{c}.nii.gz" for c in val_cases]
+    out = tmp_path / "scores.csv"
+    result = CliRunner().invoke(app, ["-q", "evaluate", "--pred", str(trained_run / "validation"), "--gt", str(truth), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    scores = list(csv.DictReader(out.open()))
+    last = _rows(trained_run)[-1]
+    for region in REGIONS:
+        values = [float(r["LesionWise_Score_Dice"]) for r in scores if r["region"] == region]
+        assert len(values) == len(val_cases)
+        assert float(last[f"val_dice_{region}"]) == pytest.approx(np.mean(values), abs=1e-9), region
+
+
+def test_trains_and_predicts_on_the_2024_mni_grid(tmp_path):
+    data = tmp_path / "mni"
+    write_synthetic_dataset(data, 2, seed=5, shape=MNI_SHAPE)
+    run = tmp_path / "run"
+    train(data, run, tiny_config(epochs=1), device="cpu", quiet=True)
+    case = sorted(data.iterdir())[0]
+    result = CliRunner().invoke(app, ["-q", "predict", str(case), str(tmp_path / "pred"), "--model", str(run)])
+    assert result.exit_code == 0, result.output
+    written = nib.load(tmp_path / "pred" / f"{case.name}.nii.gz")
+    assert written.shape == MNI_SHAPE == nib.load(case / f"{case.name}-t2f.nii.gz").shape
+    np.testing.assert_allclose(written.affine, nib.load(case / f"{case.name}-t2f.nii.gz").affine)
+
+
+def test_unlabelled_cases_are_left_out_with_one_warning(tmp_path, synthetic_dir):
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_dir, data)
+    unlabelled = sorted(data.iterdir())[1:3]
+    for case in unlabelled:
+        (case / f"{case.name}-seg.nii.gz").unlink()
+    run = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", str(data), "--out", str(run), "--size", "32", "--epochs", "1", "--batch-size", "2",
+                                      "--repeats", "1", "--device", "cpu", "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if "without a -seg label map" in line]
+    assert len(warnings) == 1 and all(case.name in warnings[0] for case in unlabelled), warnings
+    split = json.loads((run / "split.json").read_text())
+    assert not {c.name for c in unlabelled} & set(split["train"] + split["val"])
+
+
+def test_a_cache_of_another_size_is_refused(trained_run, tmp_path):
+    result = CliRunner().invoke(app, ["-q", "train", str(trained_run / "cache"), "--out", str(tmp_path / "run"), "--size", "48", "--epochs", "1"])
+    assert result.exit_code == 1
+    assert result.output.strip() == f"error: {trained_run / 'cache'}: cache was made with other preprocessing settings: size (32, 32, 32) (asked: (48, 48, 48))"
+    assert not (tmp_path / "run" / "last.pt").exists()
 
 
 @pytest.mark.parametrize("tta", [False, True])
@@ -141,3 +216,17 @@ def test_show_draws_ground_truth_beside_prediction(trained_run, tmp_path, synthe
     result = CliRunner().invoke(app, ["-q", "show", str(case), "--pred", str(out / f"{case.name}.nii.gz"), "--out", str(png)])
     assert result.exit_code == 0, result.output
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+
+
+def test_region_targets_train_and_predict_labels(tmp_path, trained_run):
+    config = tiny_config(epochs=1)
+    config = replace(config, train=replace(config.train, targets="regions"))
+    run = tmp_path / "run"
+    train(trained_run / "cache", run, config, device="cpu", quiet=True)
+    loaded = load_model(run, device="cpu")
+    assert loaded.targets.name == "regions" and loaded.network.output.out_channels == len(TRAINING_REGIONS)
+    result = CliRunner().invoke(app, ["-q", "predict", str(EXAMPLES), str(tmp_path / "pred"), "--model", str(run)])
+    assert result.exit_code == 0, result.output
+    for case in discover_cases(EXAMPLES):
+        data = np.asanyarray(nib.load(tmp_path / "pred" / f"{case.case_id}.nii.gz").dataobj)
+        assert set(np.unique(data).tolist()) <= {0, 1, 2, 3, 4}

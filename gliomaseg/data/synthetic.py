@@ -2,21 +2,28 @@
 
 A brain-shaped head (white matter, cortex, ventricles) with per-modality contrast,
 and lesions made of the 2024 labels: resection cavity (fluid: dark on T1 and
-FLAIR, bright on T2), non-enhancing core, an enhancing rim bright on T1c, and
-surrounding FLAIR hyperintensity; plus noise and a smooth bias field. Patients
-may have two timepoints with the same anatomy and an evolved lesion.
+FLAIR, bright on T2, like the ventricles), non-enhancing core, an enhancing rim
+bright on T1c, and surrounding FLAIR hyperintensity; plus noise and a smooth bias
+field. As in the 2024 post-treatment data, a cavity is where the main tumour was
+resected (1.5-15 mL, lined by residual core and a 2-5 mm enhancing rim); other
+lesions are smaller and unresected. Patients may have two timepoints with the same
+anatomy and an evolved lesion.
 Everything is a function of (seed, patient): the same call writes the same files.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import cc3d
 import numpy as np
+import torch
+import torch.nn.functional as F
 from scipy import ndimage
 
+from gliomaseg.batch import run_batch
 from gliomaseg.io.nifti import save_image, save_label_map
 from gliomaseg.labels import MODALITIES, SEG_SUFFIX
 
@@ -37,22 +44,30 @@ _SCANNER_SCALE = (900.0, 1100.0, 1400.0, 800.0)  # arbitrary units differ per se
 
 @dataclass(frozen=True)
 class LesionSpec:
-    """One lesion: centre (voxels), core radius (mm), oedema/core ratio, which parts it has."""
+    """One lesion: centre (voxels), core radius (mm), oedema/core ratio, which parts it has.
+
+    ``cavity_fraction`` is the cavity's radius as a fraction of the core's (0: no cavity);
+    ``rim_mm`` the enhancing rim's thickness.
+    """
 
     centre: tuple[float, float, float]
     core_radius: float
     oedema_ratio: float
-    has_cavity: bool
+    cavity_fraction: float
     has_enhancement: bool
+    rim_mm: float
     shape_seed: int
+
+    @property
+    def has_cavity(self) -> bool:
+        return self.cavity_fraction > 0
 
 
 def _smooth_noise(shape: tuple[int, ...], rng: np.random.Generator, cells: int = 6) -> np.ndarray:
     """Low-frequency noise in about [-1, 1] over ``shape``."""
-    coarse = rng.standard_normal(tuple(max(2, cells) for _ in shape))
-    return ndimage.zoom(coarse, [s / c for s, c in zip(shape, coarse.shape)], order=1, grid_mode=True, mode="nearest")[
-        tuple(slice(0, s) for s in shape)
-    ]
+    coarse = torch.from_numpy(rng.standard_normal(tuple(max(2, cells) for _ in shape)).astype(np.float32))
+    # trilinear upsampling; torch's is several times faster than scipy's zoom on whole heads
+    return F.interpolate(coarse[None, None], size=shape, mode="trilinear", align_corners=False)[0, 0].numpy()
 
 
 def _radial_field(shape: tuple[int, ...], centre: np.ndarray, radii: np.ndarray) -> np.ndarray:
@@ -94,30 +109,45 @@ def _lesion_labels(shape: tuple[int, int, int], lesion: LesionSpec, inside: np.n
     labels[oedema < 1.0] = 2
     labels[core < 1.0] = 1
     if lesion.has_enhancement:
-        labels[(core < 1.0) & (core > 0.72)] = 3
+        labels[(core < 1.0) & (core > 1 - lesion.rim_mm / lesion.core_radius)] = 3
     if lesion.has_cavity:
-        labels[core < 0.5] = 4
+        labels[core < lesion.cavity_fraction] = 4
     labels[~inside[box]] = 0
     # The noisy oedema boundary can pinch off specks; a lesion is one connected blob.
     labels[~cc3d.largest_k(labels > 0, k=1, connectivity=26).astype(bool)] = 0
     return box, labels
 
 
+_CAVITY_FRACTION = (0.55, 0.75)  # resected tumours: the cavity fills most of what is left of the core
+
+
+def _cavity_fraction(rng: np.random.Generator, core_radius: float, rim_mm: float) -> float:
+    """A cavity radius fraction that leaves the rim and at least 1.5 mm of non-enhancing core."""
+    return float(min(rng.uniform(*_CAVITY_FRACTION), 1 - (rim_mm + 1.5) / core_radius))
+
+
 def random_lesions(
     rng: np.random.Generator, shape: tuple[int, int, int], radius: np.ndarray, count: int
 ) -> list[LesionSpec]:
-    """``count`` lesions placed in deep brain (normalised radius < 0.6), varied in size and make-up."""
+    """``count`` lesions placed in deep brain (normalised radius < 0.6), varied in size and make-up.
+
+    The first is the main tumour, resected in 60 % of cases; the others are smaller, unresected lesions.
+    """
     candidates = np.argwhere(radius < 0.6)
     lesions = []
-    for _ in range(count):
+    for index in range(count):
         centre = candidates[rng.integers(len(candidates))].astype(float)
+        resected = index == 0 and rng.random() < 0.6
+        core_radius = float(rng.uniform(13, 20) if resected else rng.uniform(9, 15) if index == 0 else rng.uniform(5, 12))
+        rim_mm = float(rng.uniform(2, 5))
         lesions.append(
             LesionSpec(
                 centre=tuple(centre),
-                core_radius=float(rng.uniform(5, 13)) if lesions else float(rng.uniform(9, 15)),
-                oedema_ratio=float(rng.uniform(1.5, 2.3)),
-                has_cavity=bool(rng.random() < 0.5),
+                core_radius=core_radius,
+                oedema_ratio=float(rng.uniform(1.3, 1.8) if resected else rng.uniform(1.5, 2.3)),
+                cavity_fraction=_cavity_fraction(rng, core_radius, rim_mm) if resected else 0.0,
                 has_enhancement=bool(rng.random() < 0.8),
+                rim_mm=rim_mm,
                 shape_seed=int(rng.integers(2**31)),
             )
         )
@@ -125,16 +155,21 @@ def random_lesions(
 
 
 def evolve(lesions: list[LesionSpec], rng: np.random.Generator) -> list[LesionSpec]:
-    """The next timepoint: the first lesion resected (cavity), the others grown or shrunk."""
+    """The next timepoint: the main lesion resected (a cavity, the core around it thinned), the others grown or shrunk."""
     evolved = []
     for index, lesion in enumerate(lesions):
+        core_radius = lesion.core_radius * float(rng.uniform(0.8, 1.25))
+        if index == 0 and not lesion.has_cavity:
+            core_radius = max(core_radius, 13.0)
+        cavity = lesion.cavity_fraction or (_cavity_fraction(rng, core_radius, lesion.rim_mm) if index == 0 else 0.0)
         evolved.append(
             LesionSpec(
                 centre=lesion.centre,
-                core_radius=lesion.core_radius * float(rng.uniform(0.8, 1.25)),
+                core_radius=core_radius,
                 oedema_ratio=lesion.oedema_ratio * float(rng.uniform(0.8, 1.1)),
-                has_cavity=lesion.has_cavity or index == 0,
+                cavity_fraction=cavity,
                 has_enhancement=lesion.has_enhancement and rng.random() < 0.8,
+                rim_mm=lesion.rim_mm,
                 shape_seed=lesion.shape_seed + 1,
             )
         )
@@ -172,35 +207,32 @@ def synthetic_affine(shape: tuple[int, int, int]) -> np.ndarray:
     return affine
 
 
-def case_plan(n_cases: int) -> list[tuple[int, int]]:
-    """(patient, timepoint) of each case: every other patient has a second timepoint."""
-    plan: list[tuple[int, int]] = []
+def case_plan(n_cases: int) -> dict[int, list[int]]:
+    """Timepoints of each patient: every other patient has a second one; ``n_cases`` in all."""
+    plan: dict[int, list[int]] = {}
     patient = 0
-    while len(plan) < n_cases:
-        plan.append((patient, 0))
-        if patient % 2 == 1 and len(plan) < n_cases:
-            plan.append((patient, 1))
+    while sum(map(len, plan.values())) < n_cases:
+        plan[patient] = [0]
+        if patient % 2 == 1 and sum(map(len, plan.values())) < n_cases:
+            plan[patient].append(1)
         patient += 1
     return plan
 
 
-def write_synthetic_dataset(
-    out_dir: Path | str, n_cases: int, seed: int = 0, shape: tuple[int, int, int] = MNI_SHAPE, prefix: str = "BraTS-GLI"
-) -> list[Path]:
-    """Write ``n_cases`` BraTS-layout cases with labels; returns their folders."""
-    out_dir = Path(out_dir)
+def _write_patient(plan_item: tuple[int, list[int]], out_dir: Path, seed: int, shape: tuple[int, int, int], prefix: str) -> list[Path]:
+    """Write every timepoint of one (patient, timepoints): one anatomy, the lesions evolving from one to the next."""
+    patient, timepoints = plan_item
     affine = synthetic_affine(shape)
-    folders = []
-    lesions_by_patient: dict[int, list[LesionSpec]] = {}
-    for patient, tp in case_plan(n_cases):
+    tissue, radius = _anatomy(shape, np.random.default_rng([seed, patient]))
+    folders: list[Path] = []
+    lesions: list[LesionSpec] = []
+    for tp in timepoints:
         case_id = f"{prefix}-{(90000 + seed * 1000 + patient) % 100000:05d}-{tp:03d}"
         rng = np.random.default_rng([seed, patient, tp])
-        tissue, radius = _anatomy(shape, np.random.default_rng([seed, patient]))
         if tp == 0:
             lesions = random_lesions(rng, shape, radius, count=int(rng.choice([1, 2, 3], p=[0.4, 0.4, 0.2])))
         else:
-            lesions = evolve(lesions_by_patient[patient], rng)
-        lesions_by_patient[patient] = lesions
+            lesions = evolve(lesions, rng)
         images, seg = render_case(tissue, lesions, noise_seed=int(rng.integers(2**31)))
         folder = out_dir / case_id
         for channel, modality in enumerate(MODALITIES):
@@ -208,3 +240,27 @@ def write_synthetic_dataset(
         save_label_map(seg, affine, folder / f"{case_id}-{SEG_SUFFIX}.nii.gz")
         folders.append(folder)
     return folders
+
+
+def write_synthetic_dataset(
+    out_dir: Path | str,
+    n_cases: int,
+    seed: int = 0,
+    shape: tuple[int, int, int] = MNI_SHAPE,
+    prefix: str = "BraTS-GLI",
+    workers: int = 1,
+    quiet: bool = True,
+) -> list[Path]:
+    """Write ``n_cases`` BraTS-layout cases with labels (one patient per task, ``workers`` in parallel); returns their folders."""
+    plan = case_plan(n_cases)
+    report = run_batch(
+        list(plan.items()),
+        name=lambda item: str(item[0]),
+        work=partial(_write_patient, out_dir=Path(out_dir), seed=seed, shape=tuple(shape), prefix=prefix),
+        workers=workers,
+        desc="synthesise (patients)",
+        fail_fast=True,
+        quiet=quiet,
+    )
+    return [folder for patient in plan for folder in report.results[str(patient)]]
+

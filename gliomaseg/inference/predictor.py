@@ -22,7 +22,8 @@ from gliomaseg.io.cases import LoadedCase, find_case_folders, load_case, read_ca
 from gliomaseg.io.nifti import save_label_map
 from gliomaseg.preprocessing.pipeline import preprocess_case, scores_to_native
 from gliomaseg.training.checkpoint import BEST, LAST, load_checkpoint
-from gliomaseg.training.networks import build_network, class_probabilities, pick_device
+from gliomaseg.training.networks import network_for, pick_device, predict_probabilities, ready_for_inference
+from gliomaseg.training.targets import Targets, targets_named
 
 log = logging.getLogger("gliomaseg")
 
@@ -32,6 +33,10 @@ class LoadedModel:
     network: torch.nn.Module
     config: ExperimentConfig
     checkpoint: Path
+
+    @property
+    def targets(self) -> Targets:
+        return targets_named(self.config.train.targets)
 
 
 def resolve_checkpoint(model: Path | str) -> Path:
@@ -52,20 +57,19 @@ def load_model(model: Path | str, device: str | None = None) -> LoadedModel:
     state = load_checkpoint(path, map_location=dev)
     try:
         config = ExperimentConfig.from_dict(state["config"])
-        network = build_network(config.train.model, config.train.dropout)
+        network = network_for(config.train)
         network.load_state_dict(state["model"])
     except (ValueError, RuntimeError, KeyError, TypeError) as err:
         raise InputError(path, f"checkpoint does not match its architecture ({str(err).splitlines()[0][:120]})") from None
-    network.to(dev).eval()
-    return LoadedModel(network, config, path)
+    return LoadedModel(ready_for_inference(network, dev), config, path)
 
 
 def predict_loaded_case(model: LoadedModel, case: LoadedCase, flip_tta: bool = False) -> np.ndarray:
     """Native-grid label map (X, Y, Z) uint8 of one case already in memory."""
     prepared = preprocess_case(case, model.config.preprocess)
     image = torch.from_numpy(prepared.image)[None]
-    probabilities = class_probabilities(model.network, image, flip_tta=flip_tta, amp=model.config.train.amp)[0]
-    return scores_to_native(probabilities.float().cpu(), prepared.geometry)
+    probabilities = predict_probabilities(model.network, image, model.targets, flip_tta=flip_tta, amp=model.config.train.amp)[0]
+    return scores_to_native(probabilities.float().cpu(), prepared.geometry, model.targets.decode)
 
 
 def output_path(out_dir: Path, case_id: str) -> Path:

@@ -71,6 +71,15 @@ def cached_case_ids(cache_dir: Path | str) -> list[str]:
     return sorted(p.parent.name for p in cache_dir.glob("*/meta.json"))
 
 
+def labelled_case_ids(cache_dir: Path | str) -> tuple[list[str], list[str]]:
+    """(cases with a label map, cases without one) in the cache, each sorted."""
+    labelled, unlabelled = [], []
+    for case_id in cached_case_ids(cache_dir):
+        meta = json.loads((Path(cache_dir) / case_id / "meta.json").read_text())
+        (labelled if meta["has_label"] else unlabelled).append(case_id)
+    return labelled, unlabelled
+
+
 def cache_config(cache_dir: Path | str) -> PreprocessConfig:
     data = json.loads((Path(cache_dir) / CACHE_MARKER).read_text())
     return PreprocessConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,13 +60,20 @@ def preprocess_case(case: LoadedCase, config: PreprocessConfig) -> PreprocessedC
     return PreprocessedCase(case.case_id, resized, label, geometry, native_crop)
 
 
-def scores_to_native(scores: torch.Tensor, geometry: Geometry) -> np.ndarray:
-    """Network-grid class scores (K, *size) -> native label map (X, Y, Z) uint8.
+def _argmax(scores: torch.Tensor) -> torch.Tensor:
+    return scores.argmax(dim=0).to(torch.uint8)
+
+
+def scores_to_native(
+    scores: torch.Tensor, geometry: Geometry, decode: Callable[[torch.Tensor], torch.Tensor] = _argmax
+) -> np.ndarray:
+    """Network-grid scores (K, *size) -> native label map (X, Y, Z) uint8.
 
     Scores are resized trilinearly to the brain box and only then turned into
-    labels, which keeps boundaries smooth; everything outside the box is background.
+    labels by ``decode`` (arg-max unless told otherwise), which keeps boundaries
+    smooth; everything outside the box is background.
     """
-    in_box = resize_probabilities(scores, geometry.box_shape).argmax(dim=0).to(torch.uint8).numpy()
+    in_box = decode(resize_probabilities(scores, geometry.box_shape)).numpy()
     native = np.zeros(geometry.native_shape, dtype=np.uint8)
     native[box_slices(geometry.box)] = in_box
     return native

@@ -189,7 +189,7 @@ def _run_section(run_dir: Path) -> str:
     config_path = run_dir / "config.json"
     config = json.loads(config_path.read_text()) if config_path.exists() else {}
     train = config.get("train", {})
-    facts = ", ".join(f"{k} {train[k]}" for k in ("model", "epochs", "batch_size", "lr") if k in train)
+    facts = ", ".join(f"{k} {train[k]}" for k in ("model", "targets", "epochs", "batch_size", "lr") if k in train)
     size = "x".join(map(str, config.get("preprocess", {}).get("size", [])))
     body = f"<h2>Training</h2><p>{html.escape(facts)}; network grid {html.escape(size)}; {len(history)} epochs recorded.</p>"
     if history:

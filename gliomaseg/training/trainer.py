@@ -1,14 +1,16 @@
-"""The training loop: small pieces (data, network, loss, optimiser, history, checkpoints) joined.
+"""The training loop: small pieces (data, network, loss, optimiser, schedule, history, checkpoints) joined.
 
 Randomness is a function of (seed, epoch): shuffling, augmentation and dropout
-are reseeded at the start of every epoch, so a run resumed from a checkpoint
-after epoch N continues exactly as if it had never stopped.
+are reseeded at the start of every epoch, and the learning rate is a function of
+the epoch, so a run resumed from a checkpoint after epoch N continues exactly as
+if it had never stopped.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import random
 import signal
 import threading
 import time
@@ -16,19 +18,18 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from monai.data import DataLoader
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
-from monai.losses import DiceCELoss
-from monai.utils import set_determinism
 from tqdm import tqdm
 
-from gliomaseg.config import ExperimentConfig, TrainConfig
+from gliomaseg.config import ExperimentConfig, PreprocessConfig, TrainConfig
 from gliomaseg.data.splits import kfold_by_patient, load_split, save_split, split_by_patient
 from gliomaseg.errors import InputError
 from gliomaseg.io.atomic import remove_stale_temporaries
-from gliomaseg.preprocessing.cache import cache_config, cached_case_ids, is_cache, preprocess_dataset
+from gliomaseg.preprocessing.cache import cache_config, is_cache, labelled_case_ids, preprocess_dataset
 from gliomaseg.training.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
 from gliomaseg.training.dataset import CachedCaseDataset, training_augmentation
 from gliomaseg.training.history import TensorBoardScalars, read_history, write_history
@@ -40,7 +41,10 @@ from gliomaseg.training.distributed import (
     mean_over_ranks,
     shutdown,
 )
-from gliomaseg.training.networks import SIZE_MULTIPLE, autocast, build_network
+from gliomaseg.training.loss import DiceCrossEntropyLoss
+from gliomaseg.training.networks import SIZE_MULTIPLE, autocast, memory_format, network_for
+from gliomaseg.training.schedule import CosineSchedule
+from gliomaseg.training.targets import targets_named
 from gliomaseg.training.validation import case_scores, summarise_scores
 from gliomaseg.visualization.curves import plot_training_curves
 
@@ -50,6 +54,8 @@ CONFIG_FILE = "config.json"
 SPLIT_FILE = "split.json"
 METRICS_FILE = "metrics.csv"
 CURVES_FILE = "training_curves.png"
+VALIDATION_DIR = "validation"
+"""Where the last validation's predictions go, as ``<case>.nii.gz`` on each case's native grid."""
 
 
 @dataclass(frozen=True)
@@ -68,15 +74,27 @@ def cache_location(data: Path, run_dir: Path) -> Path:
 def prepare_cache(data: Path, run_dir: Path, config: ExperimentConfig, workers: int, quiet: bool) -> tuple[Path, ExperimentConfig]:
     """The preprocessed cache to train from; raw data is preprocessed into ``run_dir/cache`` once.
 
-    A ready cache brings its own preprocessing settings, which then go into the run's config.
+    A ready cache must have been made with ``config.preprocess`` (see :func:`preprocess_config_for`).
     """
     cache = cache_location(data, run_dir)
     if cache == data:
-        return data, replace(config, preprocess=cache_config(data))
+        made_with = cache_config(data)
+        if made_with != config.preprocess:
+            differ = ", ".join(f"{k} {getattr(made_with, k)} (asked: {getattr(config.preprocess, k)})"
+                               for k in made_with.__dataclass_fields__ if getattr(made_with, k) != getattr(config.preprocess, k))
+            raise InputError(data, f"cache was made with other preprocessing settings: {differ}")
+        return data, config
     report = preprocess_dataset(data, cache, config.preprocess, workers=workers, quiet=quiet)
     if not report.results:
         raise InputError(data, "no usable training cases")
     return cache, config
+
+
+def preprocess_config_for(data: Path | str, size: int | None) -> PreprocessConfig:
+    """The preprocessing to train with: a cache's own when no ``size`` is asked for, else the recipe's at ``size``."""
+    if size is None:
+        return cache_config(data) if is_cache(data) else PreprocessConfig()
+    return PreprocessConfig(size=(size,) * 3)
 
 
 def build_optimizer(parameters, tc: TrainConfig) -> torch.optim.Optimizer:
@@ -94,10 +112,49 @@ def _check_size(config: ExperimentConfig) -> None:
 
 
 def _seed_epoch(seed: int, epoch: int, transform: Any) -> None:
-    """Make this epoch's augmentation and dropout a function of (seed, epoch) alone."""
-    set_determinism(seed=seed * 100_003 + epoch)
+    """Make this epoch's shuffling, augmentation and dropout a function of (seed, epoch) alone.
+
+    Seeds only: unlike MONAI's ``set_determinism`` this leaves cuDNN's kernel choice alone
+    (deterministic kernels are opt-in, :func:`_choose_kernels`).
+    """
+    epoch_seed = (seed * 100_003 + epoch) % 2**32
+    random.seed(epoch_seed)
+    np.random.seed(epoch_seed)
+    torch.manual_seed(epoch_seed)
     if transform is not None:
-        transform.set_random_state(seed=seed * 100_003 + epoch)
+        transform.set_random_state(seed=epoch_seed)
+
+
+def _choose_kernels(device: torch.device, deterministic: bool) -> None:
+    """Deterministic kernels when asked; otherwise, on CUDA, let cuDNN time and pick its fastest
+    ones for the fixed input size."""
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
+def _has_batchnorm(network: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in network.modules())
+
+
+def _distribute(network: torch.nn.Module, tc: TrainConfig, ctx: DistributedContext) -> torch.nn.Module:
+    """The network as this process trains it: alone, or wrapped for DistributedDataParallel.
+
+    BatchNorm over a few volumes per process is noisy: on GPUs its statistics are computed
+    over all processes (SyncBatchNorm) unless ``sync_batchnorm`` is off. SyncBatchNorm has no
+    CPU implementation, so CPU processes normalise their own batch, and the running
+    statistics kept are rank 0's (DDP broadcasts its buffers).
+    """
+    if not ctx.distributed:
+        return network
+    if _has_batchnorm(network) and tc.sync_batchnorm:
+        if ctx.device.type == "cuda":
+            network = torch.nn.SyncBatchNorm.convert_sync_batchnorm(network)
+        elif ctx.is_main:
+            log.warning("BatchNorm statistics are per process: SyncBatchNorm needs GPUs")
+    return DistributedDataParallel(network, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
 
 
 def _raise_interrupt(signum: int, _frame: Any) -> None:
@@ -110,7 +167,11 @@ def _split(run_dir: Path, cache_dir: Path, tc: TrainConfig, ctx: DistributedCont
     """The run's patient-wise split: made once by rank 0, read back by everyone (and on resume)."""
     split_path = run_dir / SPLIT_FILE
     if ctx.is_main and not split_path.exists():
-        case_ids = cached_case_ids(cache_dir)
+        case_ids, unlabelled = labelled_case_ids(cache_dir)
+        if unlabelled:
+            log.warning("left out %d case(s) without a -seg label map: %s", len(unlabelled), ", ".join(unlabelled))
+        if not case_ids:
+            raise InputError(cache_dir, "no case has a -seg label map to train on")
         if tc.folds >= 2:
             split = kfold_by_patient(case_ids, tc.folds, tc.seed)[tc.fold]
         else:
@@ -137,7 +198,8 @@ def _run_epoch(
     model.train()
     losses = []
     for batch in loader:
-        image, label = batch["image"].to(device, non_blocking=True), batch["label"].to(device, non_blocking=True)
+        image = batch["image"].to(device, non_blocking=True, memory_format=memory_format(device))
+        label = batch["label"].to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
         with autocast(device, amp):
             loss = loss_fn(model(image), label)
@@ -147,6 +209,23 @@ def _run_epoch(
         losses.append(float(loss.detach()))
         progress.update(1)
     return sum(losses) / max(1, len(losses))
+
+
+def _restore(state: dict[str, Any] | None, network: torch.nn.Module, optimizer: torch.optim.Optimizer, tc: TrainConfig,
+             checkpoint: Path) -> tuple[int, float, CosineSchedule]:
+    """(epochs done, best score, learning-rate schedule) of a fresh run, or of the checkpoint ``state``."""
+    if state is None:
+        return 0, -math.inf, CosineSchedule(tc.lr, 0, tc.epochs)
+    try:
+        network.load_state_dict(state["model"])
+    except RuntimeError:
+        raise InputError(checkpoint, f"checkpoint does not fit model '{tc.model}'") from None
+    if "schedule" not in state:
+        raise InputError(checkpoint, "checkpoint of an older gliomaseg (no learning-rate schedule): start a new run")
+    optimizer.load_state_dict(state["optimizer"])
+    done = int(state["epoch"])
+    schedule = CosineSchedule.from_dict(state["schedule"]).extended_to(tc.epochs, done)
+    return done, float(state["best_score"]), schedule
 
 
 def train(
@@ -161,9 +240,10 @@ def train(
     """Train ``config.train.model`` on ``data`` (raw case folders or a preprocessed cache).
 
     Writes into ``run_dir``: config.json, split.json, last.pt / best.pt (each with
-    the full config), metrics.csv, tensorboard/ and training_curves.png. With ``resume`` an
-    existing run continues from its last checkpoint with its saved config (only the
-    number of epochs may be raised).
+    the full config), metrics.csv, tensorboard/, training_curves.png, and the last
+    validation's predictions in validation/. With ``resume`` an existing run
+    continues from its last checkpoint with its saved config (only the number of
+    epochs may be raised). Cases without a label map are left out, with a warning.
 
     Under ``torchrun`` each process trains on its share of every epoch's samples
     (``batch_size`` is per process) with DistributedDataParallel; rank 0 alone
@@ -190,31 +270,20 @@ def train(
         config = ExperimentConfig.load(run_dir / CONFIG_FILE)
     tc = config.train
     split = _split(run_dir, cache_dir, tc, ctx)
+    targets = targets_named(tc.targets)
 
     torch.manual_seed(tc.seed)
-    network = build_network(tc.model, tc.dropout).to(dev)
+    _choose_kernels(dev, tc.deterministic)
+    network = network_for(tc).to(dev, memory_format=memory_format(dev))
+    optimizer = build_optimizer(network.parameters(), tc)
+    start_epoch, best_score, schedule = _restore(state, network, optimizer, tc, run_dir / LAST)
     if state is not None:
-        try:
-            network.load_state_dict(state["model"])
-        except RuntimeError:
-            raise InputError(run_dir / LAST, f"checkpoint does not fit model '{tc.model}'") from None
-    if ctx.distributed and tc.sync_batchnorm:
-        network = torch.nn.SyncBatchNorm.convert_sync_batchnorm(network)
-    if dev.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick its fastest kernels once
-    model = DistributedDataParallel(network, device_ids=[dev.index] if dev.type == "cuda" else None) if ctx.distributed else network
+        log.info("resuming %s after epoch %d", run_dir, start_epoch)
+    model = _distribute(network, tc, ctx)
     if tc.compile:
         model = torch.compile(model)
-    optimizer = build_optimizer(model.parameters(), tc)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=tc.epochs)
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    loss_fn = DiceCrossEntropyLoss(targets)
     scaler = torch.amp.GradScaler(dev.type, enabled=tc.amp and dev.type == "cuda" and not torch.cuda.is_bf16_supported())
-    start_epoch, best_score = 0, -math.inf
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_epoch, best_score = int(state["epoch"]), float(state["best_score"])
-        log.info("resuming %s after epoch %d", run_dir, start_epoch)
     history = [row for row in read_history(run_dir / METRICS_FILE) if row["epoch"] <= start_epoch]
 
     transform = training_augmentation() if tc.augment else None
@@ -236,15 +305,17 @@ def train(
             started = time.perf_counter()
             _seed_epoch(tc.seed + ctx.rank, epoch, transform)
             sampler.set_epoch(epoch)
+            lr = schedule.lr(epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
             with tqdm(total=len(loader), desc=f"epoch {epoch + 1}", unit="batch", leave=False, disable=quiet, dynamic_ncols=True) as bar:
                 loss = _run_epoch(model, loader, optimizer, scaler, loss_fn, dev, tc.amp, bar)
-            scheduler.step()
-            row = {"epoch": epoch + 1, "train_loss": mean_over_ranks(ctx, loss),
-                   "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started}
+            row = {"epoch": epoch + 1, "train_loss": mean_over_ranks(ctx, loss), "lr": lr, "seconds": time.perf_counter() - started}
             is_last = epoch + 1 == tc.epochs
             if split["val"] and ((epoch + 1) % tc.val_every == 0 or is_last):
                 mine = split["val"][ctx.rank :: ctx.world_size]
-                last_validation = summarise_scores(gather_lists(ctx, case_scores(network, cache_dir, mine, amp=tc.amp)))
+                save_dir = run_dir / VALIDATION_DIR if is_last else None
+                last_validation = summarise_scores(gather_lists(ctx, case_scores(network, cache_dir, mine, targets, tc.amp, save_dir)))
                 row.update({f"val_dice_{k}": v for k, v in last_validation.items()})
             history.append(row)
             improved = "val_dice_mean" in row and row["val_dice_mean"] > best_score
@@ -254,7 +325,7 @@ def train(
                 checkpoint = {
                     "model": network.state_dict(),
                     "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
+                    "schedule": schedule.to_dict(),
                     "epoch": epoch + 1,
                     "best_score": best_score,
                     "config": config.to_dict(),

@@ -8,19 +8,29 @@ import numpy as np
 import torch
 
 from gliomaseg.evaluation.lesion_wise import lesion_wise_scores
-from gliomaseg.io.nifti import spacing_from_affine
+from gliomaseg.io.nifti import save_label_map, spacing_from_affine
 from gliomaseg.labels import REGIONS
 from gliomaseg.preprocessing.brain_crop import box_slices
 from gliomaseg.preprocessing.cache import read_cached_case
 from gliomaseg.preprocessing.pipeline import scores_to_native
-from gliomaseg.training.networks import class_probabilities
+from gliomaseg.training.networks import predict_probabilities
+from gliomaseg.training.targets import Targets
 
 
-def case_scores(model: torch.nn.Module, cache_dir: Path | str, case_ids: list[str], amp: bool = True) -> list[dict[str, float]]:
+def case_scores(
+    model: torch.nn.Module,
+    cache_dir: Path | str,
+    case_ids: list[str],
+    targets: Targets,
+    amp: bool = True,
+    save_dir: Path | None = None,
+) -> list[dict[str, float]]:
     """Lesion-wise Dice per region of each labelled case (official BraTS 2024 protocol).
 
     Predictions are mapped back to each case's native grid first, so the numbers
-    are the challenge's. Cases without a label are skipped.
+    are the challenge's; with ``save_dir`` they are also written there as
+    ``<case>.nii.gz`` (what ``gliomaseg evaluate`` would score the same way).
+    Cases without a label are skipped.
     """
     model.eval()
     rows = []
@@ -30,8 +40,10 @@ def case_scores(model: torch.nn.Module, cache_dir: Path | str, case_ids: list[st
         if native_crop is None:
             continue
         image = torch.from_numpy(np.asarray(case.image, dtype=np.float32))[None]
-        probabilities = class_probabilities(model, image, amp=amp)[0].cpu()
-        prediction = scores_to_native(probabilities, case.geometry)
+        probabilities = predict_probabilities(model, image, targets, amp=amp)[0].cpu()
+        prediction = scores_to_native(probabilities, case.geometry, targets.decode)
+        if save_dir is not None:
+            save_label_map(prediction, case.geometry.affine, save_dir / f"{case_id}.nii.gz")
         truth = np.zeros(case.geometry.native_shape, np.uint8)
         truth[box_slices(case.geometry.box)] = native_crop
         scores, _ = lesion_wise_scores(prediction, truth, spacing_from_affine(case.geometry.affine))

@@ -5,8 +5,16 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from gliomaseg.labels import REGIONS
+from gliomaseg.labels import LABEL_COLOURS, REGIONS
 from gliomaseg.visualization.figures import plt, save_figure
+
+_COMPOSITE_COLOURS = {"WT": (0.45, 0.25, 0.65), "TC": (0.65, 0.40, 0.15)}
+
+
+def region_colour(region: str) -> tuple[float, float, float]:
+    """A one-label region in its label's overlay colour (NETC red, SNFH green...); WT and TC in their own."""
+    values = REGIONS[region]
+    return LABEL_COLOURS[values[0]] if len(values) == 1 else _COMPOSITE_COLOURS[region]
 
 
 def training_curves_figure(history: list[dict[str, float]]) -> plt.Figure:
@@ -20,7 +28,7 @@ def training_curves_figure(history: list[dict[str, float]]) -> plt.Figure:
         points = [(row["epoch"], row[f"val_dice_{region}"]) for row in history if not math.isnan(row.get(f"val_dice_{region}", math.nan))]
         if points:
             xs, ys = zip(*points)
-            style = {"color": "black", "linewidth": 2.5} if region == "mean" else {}
+            style = {"color": "black", "linewidth": 2.5} if region == "mean" else {"color": region_colour(region)}
             ax_dice.plot(xs, ys, marker="o", label=region, **style)
     ax_dice.set(xlabel="epoch", ylabel="lesion-wise Dice", title="Validation (BraTS 2024 lesion-wise)", ylim=(0, 1.02))
     ax_dice.grid(alpha=0.3)
