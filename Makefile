@@ -24,12 +24,14 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
-# All benchmarks (about 15 minutes on 2 cores). On a GPU machine, run bench_train.py with its defaults.
+# All benchmarks (about 2.5 hours on 2 cores, most of it bench_learning.py: four networks x two targets).
+# On a GPU machine, run bench_train.py with its defaults.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_evaluate.py
 	$(BIN)/python benchmarks/bench_predict.py
 	$(BIN)/python benchmarks/bench_preprocess.py
 	$(BIN)/python benchmarks/bench_train.py --size 96 --batch-size 2 --steps 2
+	$(BIN)/python benchmarks/bench_learning.py
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache
