@@ -23,6 +23,18 @@ Workers = Annotated[int, typer.Option("--workers", "-j", help="Parallel processe
 FailFast = Annotated[bool, typer.Option("--fail-fast", help="Stop at the first bad case instead of reporting it and going on.")]
 
 
+def _known_label_scheme(value: str | None) -> str | None:
+    from gliomaseg.labels import LABEL_SCHEMES
+
+    if value is not None and value not in LABEL_SCHEMES:
+        raise typer.BadParameter(f"'{value}' is not one of {', '.join(LABEL_SCHEMES)}")
+    return value
+
+
+_SCHEMES = "brats2024 (4 = resection cavity) or brats2021 (BraTS 2017-2021: 4 = enhancing tumour, read as 3)"
+LabelScheme = Annotated[str, typer.Option(help=f"How the label files are written: {_SCHEMES}.", callback=_known_label_scheme)]
+
+
 def _fail(message: str, code: int = 1) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
@@ -69,11 +81,11 @@ def version() -> None:
 
 @app.command()
 @handles_input_errors
-def check(data_dir: Path, workers: Workers = 1) -> None:
+def check(data_dir: Path, workers: Workers = 1, label_scheme: LabelScheme = "brats2024") -> None:
     """Validate case folders and print dataset statistics."""
     from gliomaseg.preprocessing.dataset_stats import check_dataset, format_report
 
-    report = check_dataset(data_dir, workers=workers, quiet=_state["quiet"])
+    report = check_dataset(data_dir, workers=workers, quiet=_state["quiet"], label_scheme=label_scheme)
     typer.echo(format_report(report))
     _finish(report, "check")
 
@@ -100,6 +112,7 @@ def preprocess(
     data_dir: Path,
     out_dir: Path,
     size: Annotated[int, typer.Option(help="Cubic network grid side.")] = 160,
+    label_scheme: LabelScheme = "brats2024",
     workers: Workers = 1,
     overwrite: bool = False,
     fail_fast: FailFast = False,
@@ -108,7 +121,8 @@ def preprocess(
     from gliomaseg.config import PreprocessConfig
     from gliomaseg.preprocessing.cache import preprocess_dataset
 
-    report = preprocess_dataset(data_dir, out_dir, PreprocessConfig(size=(size,) * 3), workers, overwrite, fail_fast, _state["quiet"])
+    config = PreprocessConfig(size=(size,) * 3, label_scheme=label_scheme)
+    report = preprocess_dataset(data_dir, out_dir, config, workers, overwrite, fail_fast, _state["quiet"])
     _finish(report, "preprocess")
 
 
@@ -120,6 +134,8 @@ def train_command(
     model: Annotated[str, typer.Option(help="vnet3d (the recipe's), monai-vnet, segresnet or dynunet.")] = "vnet3d",
     targets: Annotated[str, typer.Option(help="labels (softmax over 0-4) or regions (sigmoid WT, TC, ET, RC).")] = "labels",
     size: Annotated[Optional[int], typer.Option(help="Cubic network grid side (default: 160, or a cache's own).")] = None,
+    label_scheme: Annotated[Optional[str], typer.Option(help=f"How the label files are written: {_SCHEMES}; default brats2024, or a cache's own.",
+                                                        callback=_known_label_scheme)] = None,
     epochs: int = 300,
     batch_size: int = 4,
     lr: float = 1e-3,
@@ -145,7 +161,7 @@ def train_command(
     from gliomaseg.training.trainer import preprocess_config_for, train
 
     config = ExperimentConfig(
-        preprocess=preprocess_config_for(data, size),
+        preprocess=preprocess_config_for(data, size, label_scheme),
         train=TrainConfig(
             model=model, targets=targets, dropout=dropout, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
             repeats=repeats, augment=not no_augment, val_fraction=val_fraction, folds=folds, fold=fold,
@@ -199,6 +215,9 @@ def evaluate_command(
     summary: Annotated[Optional[Path], typer.Option(help="Summary statistics CSV.")] = None,
     missing: Annotated[str, typer.Option(help="'error', or 'empty' to score a missing prediction as empty.")] = "error",
     corrected: Annotated[bool, typer.Option(help="Fix the official code's inconsistencies (not challenge numbers).")] = False,
+    label_scheme: Annotated[str, typer.Option(help=f"How the ground-truth files are written: {_SCHEMES}.", callback=_known_label_scheme)] = "brats2024",
+    pred_label_scheme: Annotated[str, typer.Option(help="Label scheme of the predictions (gliomaseg writes brats2024).",
+                                                   callback=_known_label_scheme)] = "brats2024",
     workers: Workers = 1,
     fail_fast: Annotated[bool, typer.Option(help="Stop at the first bad pair (default) or score the rest.")] = True,
 ) -> None:
@@ -208,7 +227,8 @@ def evaluate_command(
 
     if missing not in ("error", "empty"):
         raise typer.BadParameter("--missing must be 'error' or 'empty'")
-    results = evaluate(pred, gt, out, lesions, summary, missing, workers, CORRECTED if corrected else OFFICIAL, fail_fast, _state["quiet"])
+    results = evaluate(pred, gt, out, lesions, summary, missing, workers, CORRECTED if corrected else OFFICIAL, fail_fast, _state["quiet"],
+                       label_scheme, pred_label_scheme)
     typer.echo(format_summary(summarise(results), len(results)))
 
 

@@ -23,6 +23,7 @@ class PreprocessConfig:
     margin: int = 2  # voxels added around the brain box
     threshold: float = 0.0  # brain = largest blob above this intensity
     percentiles: tuple[float, float] = (1.0, 99.0)  # per-modality clipping inside the brain
+    label_scheme: str = "brats2024"  # how the training label files are written (labels.LABEL_SCHEMES)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ Beware MONAI's ``ConvertToMultiChannelBasedOnBratsClasses``: it assumes ET = 4
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
 MODALITIES: tuple[str, ...] = ("t1n", "t1c", "t2w", "t2f")
@@ -18,6 +20,25 @@ LABELS: dict[int, str] = {0: "background", 1: "NETC", 2: "SNFH", 3: "ET", 4: "RC
 """Label value -> name in the 2024 GLI label map."""
 
 NUM_CLASSES = len(LABELS)
+
+LABEL_SCHEMES: dict[str, dict[int, int]] = {
+    "brats2024": {0: 0, 1: 1, 2: 2, 3: 3, 4: 4},
+    "brats2021": {0: 0, 1: 1, 2: 2, 4: 3},
+}
+"""Value in a label file -> 2024 label, per scheme. BraTS 2017-2021 (and many public copies of
+it) wrote enhancing tumour as 4, had no 3 and no cavity; gliomaseg reads and writes 2024 labels."""
+
+DEFAULT_LABEL_SCHEME = "brats2024"
+
+
+def old_scheme_warning(values: Iterable[int], scheme: str) -> str | None:
+    """A one-line warning when a labelled set read as 2024 labels looks like the old scheme:
+    4 present and 3 never (an ET-free set of post-operative cases is the rare false alarm)."""
+    present = set(values)
+    if scheme != DEFAULT_LABEL_SCHEME or 4 not in present or 3 in present:
+        return None
+    return ("labels look like the BraTS 2017-2021 scheme (4 = enhancing tumour, never a 3), but are read as 2024 labels "
+            "(4 = resection cavity); if they are old, pass --label-scheme brats2021")
 
 REGIONS: dict[str, tuple[int, ...]] = {
     "WT": (1, 2, 3),  # whole tumour: RC is deliberately *not* part of it

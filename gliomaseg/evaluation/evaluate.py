@@ -22,7 +22,7 @@ from gliomaseg.evaluation.lesion_wise import REGION_COLUMNS, LesionScore, lesion
 from gliomaseg.evaluation.protocol import OFFICIAL, Protocol
 from gliomaseg.io.atomic import write_text_atomic
 from gliomaseg.io.nifti import load_label_map
-from gliomaseg.labels import REGIONS
+from gliomaseg.labels import DEFAULT_LABEL_SCHEME, REGIONS
 
 log = logging.getLogger("gliomaseg")
 
@@ -98,13 +98,14 @@ def pair_cases(pred: Path | str, gt: Path | str, missing: str = "error") -> list
     return pairs
 
 
-def score_pair(pair: CasePair, protocol: Protocol = OFFICIAL) -> CaseResult:
-    """Load and score one pair; shape/affine mismatches and bad labels raise InputError."""
-    truth = load_label_map(pair.gt)
+def score_pair(pair: CasePair, protocol: Protocol = OFFICIAL, gt_scheme: str = DEFAULT_LABEL_SCHEME,
+               pred_scheme: str = DEFAULT_LABEL_SCHEME) -> CaseResult:
+    """Load and score one pair, each map read in its label scheme; shape/affine mismatches and bad labels raise InputError."""
+    truth = load_label_map(pair.gt, gt_scheme)
     if pair.pred is None:
         pred_data, spacing = np.zeros_like(truth.data), truth.spacing
     else:
-        pred = load_label_map(pair.pred)
+        pred = load_label_map(pair.pred, pred_scheme)
         if pred.data.shape != truth.data.shape:
             raise InputError(pair.pred, f"shape {pred.data.shape} differs from ground truth {truth.data.shape}")
         if not np.allclose(pred.affine, truth.affine, atol=1e-3):
@@ -184,18 +185,21 @@ def evaluate(
     protocol: Protocol = OFFICIAL,
     fail_fast: bool = True,
     quiet: bool = False,
+    gt_scheme: str = DEFAULT_LABEL_SCHEME,
+    pred_scheme: str = DEFAULT_LABEL_SCHEME,
 ) -> list[CaseResult]:
     """Score every pair and write the requested tables atomically.
 
     Any bad pair is an error by default (a partial table would be misleading);
     with ``fail_fast=False`` bad cases are reported and the rest are scored.
-    Nothing is written unless at least one case was scored.
+    Nothing is written unless at least one case was scored. Ground truths and
+    predictions are read in their label schemes (gliomaseg's own predictions are 2024 labels).
     """
     pairs = pair_cases(pred, gt, missing)
     report = run_batch(
         pairs,
         name=lambda p: p.case_id,
-        work=partial(score_pair, protocol=protocol),
+        work=partial(score_pair, protocol=protocol, gt_scheme=gt_scheme, pred_scheme=pred_scheme),
         workers=workers,
         desc="evaluate",
         fail_fast=fail_fast,

@@ -14,7 +14,7 @@ import numpy as np
 
 from gliomaseg.errors import InputError
 from gliomaseg.io.nifti import Volume, load_image, load_label_map
-from gliomaseg.labels import MODALITIES, SEG_SUFFIX
+from gliomaseg.labels import DEFAULT_LABEL_SCHEME, MODALITIES, SEG_SUFFIX
 
 NIFTI_SUFFIX = ".nii.gz"
 _TIMEPOINT = re.compile(r"^(?P<patient>.+)-(?P<timepoint>\d{3})$")
@@ -120,14 +120,15 @@ def _check_same_grid(reference: Volume, other: Volume) -> None:
         raise InputError(other.path, f"affine differs from {reference.path.name}")
 
 
-def load_case(case: Case, with_label: bool = True) -> LoadedCase:
-    """Load and cross-check all of a case's volumes (same shape and affine, finite, 3D)."""
+def load_case(case: Case, with_label: bool = True, label_scheme: str = DEFAULT_LABEL_SCHEME) -> LoadedCase:
+    """Load and cross-check all of a case's volumes (same shape and affine, finite, 3D);
+    the label map is read in ``label_scheme`` and held as 2024 labels."""
     volumes = [load_image(case.images[m]) for m in MODALITIES]
     for volume in volumes[1:]:
         _check_same_grid(volumes[0], volume)
     label = None
     if with_label and case.seg is not None:
-        seg = load_label_map(case.seg)
+        seg = load_label_map(case.seg, label_scheme)
         _check_same_grid(volumes[0], seg)
         label = seg.data
     image = np.stack([v.data for v in volumes])

@@ -16,7 +16,7 @@ import numpy as np
 
 from gliomaseg.errors import InputError
 from gliomaseg.io.atomic import atomic_path
-from gliomaseg.labels import LABELS
+from gliomaseg.labels import DEFAULT_LABEL_SCHEME, LABEL_SCHEMES
 
 
 def spacing_from_affine(affine: np.ndarray) -> tuple[float, float, float]:
@@ -75,23 +75,30 @@ def load_image(path: Path | str) -> Volume:
     return Volume(data, affine, path)
 
 
-def load_label_map(path: Path | str) -> Volume:
-    """A 3D uint8 label map with values in 0..4.
+def load_label_map(path: Path | str, scheme: str = DEFAULT_LABEL_SCHEME) -> Volume:
+    """A 3D uint8 map of 2024 labels (0..4), read from a file written in ``scheme`` (LABEL_SCHEMES).
 
     Float files are accepted when every value is a whole number (some tools save
-    segmentations as float32); fractional values are rejected.
+    segmentations as float32); fractional values and values the scheme does not have are rejected.
     """
     path = Path(path)
+    mapping = LABEL_SCHEMES[scheme]
     raw, affine = _read(path)
     if not np.issubdtype(raw.dtype, np.integer):
         if not np.isfinite(raw).all() or not np.array_equal(raw, np.round(raw)):
             raise InputError(path, f"label map has non-integer values (dtype {raw.dtype})")
     values = np.unique(raw)
-    unknown = [v for v in values.tolist() if v not in LABELS]
+    unknown = [v for v in values.tolist() if v not in mapping]
     if unknown:
         shown = ", ".join(str(int(v)) for v in unknown[:5])
-        raise InputError(path, f"label map has values outside 0..4: {shown}")
-    return Volume(raw.astype(np.uint8), affine, path)
+        allowed = "0..4" if scheme == DEFAULT_LABEL_SCHEME else f"the {scheme} scheme ({', '.join(map(str, mapping))})"
+        raise InputError(path, f"label map has values outside {allowed}: {shown}")
+    data = raw.astype(np.uint8)
+    if any(k != v for k, v in mapping.items()):
+        lookup = np.zeros(256, np.uint8)
+        lookup[list(mapping)] = list(mapping.values())
+        data = lookup[data]
+    return Volume(data, affine, path)
 
 
 def save_label_map(data: np.ndarray, affine: np.ndarray, path: Path | str) -> Path:

@@ -52,6 +52,8 @@ def write_cached_case(case: PreprocessedCase, out_dir: Path) -> Path:
         write_atomic(folder / "label.npy", lambda tmp: np.save(tmp, case.label))
         write_atomic(folder / "native_label.npz", lambda tmp: np.savez_compressed(tmp, label=case.native_label_crop))
     meta = {"case_id": case.case_id, "has_label": case.label is not None, "geometry": case.geometry.to_dict()}
+    if case.native_label_crop is not None:
+        meta["label_values"] = np.unique(case.native_label_crop).tolist()
     write_text_atomic(folder / "meta.json", json.dumps(meta) + "\n")
     return folder
 
@@ -71,13 +73,19 @@ def cached_case_ids(cache_dir: Path | str) -> list[str]:
     return sorted(p.parent.name for p in cache_dir.glob("*/meta.json"))
 
 
+def _metas(cache_dir: Path | str) -> list[dict]:
+    return [json.loads((Path(cache_dir) / case_id / "meta.json").read_text()) for case_id in cached_case_ids(cache_dir)]
+
+
 def labelled_case_ids(cache_dir: Path | str) -> tuple[list[str], list[str]]:
     """(cases with a label map, cases without one) in the cache, each sorted."""
-    labelled, unlabelled = [], []
-    for case_id in cached_case_ids(cache_dir):
-        meta = json.loads((Path(cache_dir) / case_id / "meta.json").read_text())
-        (labelled if meta["has_label"] else unlabelled).append(case_id)
-    return labelled, unlabelled
+    metas = _metas(cache_dir)
+    return [m["case_id"] for m in metas if m["has_label"]], [m["case_id"] for m in metas if not m["has_label"]]
+
+
+def cached_label_values(cache_dir: Path | str) -> set[int]:
+    """Every label value present in the cache's label maps."""
+    return {v for m in _metas(cache_dir) for v in m.get("label_values", [])}
 
 
 def cache_config(cache_dir: Path | str) -> PreprocessConfig:
@@ -86,7 +94,8 @@ def cache_config(cache_dir: Path | str) -> PreprocessConfig:
 
 
 def _preprocess_one(folder: Path, out_dir: Path, config: PreprocessConfig) -> Path:
-    return write_cached_case(preprocess_case(load_case(read_case_folder(folder)), config), out_dir)
+    case = load_case(read_case_folder(folder), label_scheme=config.label_scheme)
+    return write_cached_case(preprocess_case(case, config), out_dir)
 
 
 def preprocess_dataset(

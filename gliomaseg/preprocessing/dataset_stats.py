@@ -6,15 +6,19 @@ sizes (the baseline's 160^3 came from a mean box of 136x175x142) and label volum
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from gliomaseg.batch import BatchReport, run_batch
 from gliomaseg.io.cases import find_case_folders, load_case, patient_id, read_case_folder
-from gliomaseg.labels import LABELS
+from gliomaseg.labels import DEFAULT_LABEL_SCHEME, LABELS, old_scheme_warning
 from gliomaseg.preprocessing.brain_crop import brain_box, brain_mask
+
+log = logging.getLogger("gliomaseg")
 
 
 @dataclass(frozen=True)
@@ -26,9 +30,9 @@ class CaseStats:
     label_ml: dict[str, float] | None  # label name -> volume in mL; None without a label map
 
 
-def case_statistics(folder: Path) -> CaseStats:
-    """Validate one case folder (raises InputError) and measure it."""
-    case = load_case(read_case_folder(folder))
+def case_statistics(folder: Path, label_scheme: str = DEFAULT_LABEL_SCHEME) -> CaseStats:
+    """Validate one case folder (raises InputError) and measure it; labels are read in ``label_scheme``."""
+    case = load_case(read_case_folder(folder), label_scheme=label_scheme)
     box = brain_box(brain_mask(case.image))
     volumes = None
     if case.label is not None:
@@ -40,11 +44,20 @@ def case_statistics(folder: Path) -> CaseStats:
     )
 
 
-def check_dataset(data_dir: Path | str, workers: int = 1, quiet: bool = False) -> BatchReport[CaseStats]:
-    """Check every case folder under ``data_dir``; bad ones are reported, not fatal."""
-    return run_batch(
-        find_case_folders(data_dir), name=lambda f: f.name, work=case_statistics, workers=workers, desc="check", quiet=quiet
-    )
+def check_dataset(
+    data_dir: Path | str, workers: int = 1, quiet: bool = False, label_scheme: str = DEFAULT_LABEL_SCHEME
+) -> BatchReport[CaseStats]:
+    """Check every case folder under ``data_dir``; bad ones are reported, not fatal.
+
+    Warns (one line) when the label maps look like the pre-2023 scheme but are read as 2024 labels.
+    """
+    report = run_batch(find_case_folders(data_dir), name=lambda f: f.name, work=partial(case_statistics, label_scheme=label_scheme),
+                       workers=workers, desc="check", quiet=quiet)
+    present = {k for s in report.results.values() if s.label_ml for k, name in LABELS.items() if k and s.label_ml[name] > 0}
+    warning = old_scheme_warning(present, label_scheme)
+    if warning:
+        log.warning("%s: %s", data_dir, warning)
+    return report
 
 
 def format_report(report: BatchReport[CaseStats]) -> str:

@@ -29,7 +29,8 @@ from gliomaseg.config import ExperimentConfig, PreprocessConfig, TrainConfig
 from gliomaseg.data.splits import kfold_by_patient, load_split, save_split, split_by_patient
 from gliomaseg.errors import InputError
 from gliomaseg.io.atomic import remove_stale_temporaries
-from gliomaseg.preprocessing.cache import cache_config, is_cache, labelled_case_ids, preprocess_dataset
+from gliomaseg.labels import old_scheme_warning
+from gliomaseg.preprocessing.cache import cache_config, cached_label_values, is_cache, labelled_case_ids, preprocess_dataset
 from gliomaseg.training.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
 from gliomaseg.training.dataset import CachedCaseDataset, training_augmentation
 from gliomaseg.training.history import TensorBoardScalars, read_history, write_history
@@ -90,11 +91,21 @@ def prepare_cache(data: Path, run_dir: Path, config: ExperimentConfig, workers: 
     return cache, config
 
 
-def preprocess_config_for(data: Path | str, size: int | None) -> PreprocessConfig:
-    """The preprocessing to train with: a cache's own when no ``size`` is asked for, else the recipe's at ``size``."""
-    if size is None:
-        return cache_config(data) if is_cache(data) else PreprocessConfig()
-    return PreprocessConfig(size=(size,) * 3)
+def _warn_if_old_label_scheme(data: Path, cache_dir: Path, scheme: str) -> None:
+    warning = old_scheme_warning(cached_label_values(cache_dir), scheme)
+    if warning:
+        log.warning("%s: %s", data, warning)
+
+
+def preprocess_config_for(data: Path | str, size: int | None, label_scheme: str | None = None) -> PreprocessConfig:
+    """The preprocessing to train with: a cache's own where ``size`` and ``label_scheme`` are not
+    asked for, else the recipe's with those given."""
+    config = cache_config(data) if is_cache(data) else PreprocessConfig()
+    if size is not None:
+        config = replace(config, size=(size,) * 3)
+    if label_scheme is not None:
+        config = replace(config, label_scheme=label_scheme)
+    return config
 
 
 def build_optimizer(parameters, tc: TrainConfig) -> torch.optim.Optimizer:
@@ -263,6 +274,7 @@ def train(
     if ctx.is_main:
         remove_stale_temporaries(run_dir)
         cache_dir, config = prepare_cache(data, run_dir, config, workers, quiet)
+        _warn_if_old_label_scheme(data, cache_dir, config.preprocess.label_scheme)
         config.save(run_dir / CONFIG_FILE)
     barrier(ctx)
     if not ctx.is_main:
