@@ -24,7 +24,8 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
-# All benchmarks (about 2.5 hours on 2 cores, most of it bench_learning.py: four networks x two targets).
+# All benchmarks (about 3 hours on 2 cores: bench_learning.py, four networks x two targets, and
+# bench_real.py, which needs ../shared/real-brats and skips without it).
 # On a GPU machine, run bench_train.py with its defaults.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_evaluate.py
@@ -32,6 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_preprocess.py
 	$(BIN)/python benchmarks/bench_train.py --size 96 --batch-size 2 --steps 2
 	$(BIN)/python benchmarks/bench_learning.py
+	$(BIN)/python benchmarks/bench_real.py
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache

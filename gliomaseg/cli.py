@@ -126,22 +126,32 @@ def preprocess(
     _finish(report, "preprocess")
 
 
+def _known_preset(value: str) -> str:
+    from gliomaseg.config import PRESETS
+
+    if value not in PRESETS:
+        raise typer.BadParameter(f"'{value}' is not one of {', '.join(PRESETS)}")
+    return value
+
+
 @app.command(name="train")
 @handles_input_errors
 def train_command(
     data: Annotated[Path, typer.Argument(help="Case folders or a preprocessed cache.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder.")],
-    model: Annotated[str, typer.Option(help="vnet3d (the recipe's), monai-vnet, segresnet or dynunet.")] = "vnet3d",
-    targets: Annotated[str, typer.Option(help="labels (softmax over 0-4) or regions (sigmoid WT, TC, ET, RC).")] = "labels",
-    size: Annotated[Optional[int], typer.Option(help="Cubic network grid side (default: 160, or a cache's own).")] = None,
+    preset: Annotated[str, typer.Option(help="recipe (the baseline recipe) or cpu (a 2-core machine: 64^3, 40 epochs, batch 2). "
+                                             "Options given explicitly win over the preset.", callback=_known_preset)] = "recipe",
+    model: Annotated[Optional[str], typer.Option(help="vnet3d (the recipe's), monai-vnet, segresnet or dynunet.")] = None,
+    targets: Annotated[Optional[str], typer.Option(help="labels (softmax over 0-4) or regions (sigmoid WT, TC, ET, RC).")] = None,
+    size: Annotated[Optional[int], typer.Option(help="Cubic network grid side (default: the preset's, or a cache's own).")] = None,
     label_scheme: Annotated[Optional[str], typer.Option(help=f"How the label files are written: {_SCHEMES}; default brats2024, or a cache's own.",
                                                         callback=_known_label_scheme)] = None,
-    epochs: int = 300,
-    batch_size: int = 4,
-    lr: float = 1e-3,
-    optimizer: Annotated[str, typer.Option(help="adamw (the recipe) or sgd.")] = "adamw",
-    repeats: Annotated[int, typer.Option(help="Augmented copies of each case per epoch.")] = 5,
-    val_every: int = 10,
+    epochs: Annotated[Optional[int], typer.Option(help="Default 300 (cpu preset: 40).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Per process. Default 4 (cpu preset: 2).")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate, annealed to 0. Default 1e-3.")] = None,
+    optimizer: Annotated[Optional[str], typer.Option(help="adamw (the recipe) or sgd.")] = None,
+    repeats: Annotated[Optional[int], typer.Option(help="Augmented copies of each case per epoch. Default 5.")] = None,
+    val_every: Annotated[Optional[int], typer.Option(help="Epochs between validations. Default 10.")] = None,
     val_fraction: float = 0.2,
     folds: Annotated[int, typer.Option(help="k-fold cross-validation by patient (0: one split by --val-fraction).")] = 0,
     fold: Annotated[int, typer.Option(help="Which fold to train, 0..folds-1.")] = 0,
@@ -149,25 +159,29 @@ def train_command(
     deterministic: Annotated[bool, typer.Option(help="Deterministic kernels (slower on GPUs).")] = False,
     device: Annotated[Optional[str], typer.Option(help="cpu or cuda (default: cuda if available).")] = None,
     resume: bool = False,
-    dropout: Annotated[float, typer.Option(help="Dropout probability of every dropout layer (VNet3d: its skip connections).")] = 0.0,
+    dropout: Annotated[Optional[float], typer.Option(help="Dropout probability of every dropout layer (VNet3d: its skip connections).")] = None,
     no_augment: Annotated[bool, typer.Option("--no-augment", help="Train without augmentation.")] = False,
     no_amp: Annotated[bool, typer.Option("--no-amp", help="Full precision on CUDA.")] = False,
     sync_bn: Annotated[bool, typer.Option("--sync-bn/--no-sync-bn", help="Under torchrun on GPUs: BatchNorm statistics over all processes.")] = True,
     compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the network (worth it on GPUs for long runs).")] = False,
+    tune_postprocess: Annotated[bool, typer.Option("--tune-postprocess/--no-tune-postprocess",
+                                                   help="After the last epoch, tune post-processing rules on the validation cases (RUN/postprocess.json).")] = True,
     workers: Workers = 2,
 ) -> None:
-    """Train a network with the baseline recipe; checkpoints, metrics.csv and curves go to --out."""
-    from gliomaseg.config import ExperimentConfig, TrainConfig
+    """Train a network with the baseline recipe (or a preset); checkpoints, metrics.csv and curves go to --out."""
+    from gliomaseg.config import ExperimentConfig, train_config_for
     from gliomaseg.training.trainer import preprocess_config_for, train
 
     config = ExperimentConfig(
-        preprocess=preprocess_config_for(data, size, label_scheme),
-        train=TrainConfig(
-            model=model, targets=targets, dropout=dropout, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
-            repeats=repeats, augment=not no_augment, val_fraction=val_fraction, folds=folds, fold=fold,
-            val_every=val_every, seed=seed, deterministic=deterministic, amp=not no_amp, sync_batchnorm=sync_bn,
-            compile=compile_model, num_workers=workers,
+        preprocess=preprocess_config_for(data, size, label_scheme, preset),
+        train=train_config_for(
+            preset, model=model, targets=targets, dropout=dropout, epochs=epochs, batch_size=batch_size, lr=lr,
+            optimizer=optimizer, repeats=repeats, augment=False if no_augment else None, val_fraction=val_fraction,
+            folds=folds, fold=fold, val_every=val_every, seed=seed, deterministic=deterministic,
+            amp=False if no_amp else None, sync_batchnorm=sync_bn, compile=compile_model, num_workers=workers,
+            tune_postprocess=tune_postprocess,
         ),
+        preset=preset,
     )
     try:
         result = train(data, out, config, device=device, resume=resume, workers=workers, quiet=_state["quiet"])
@@ -195,13 +209,18 @@ def predict_command(
     overwrite: bool = False,
     fail_fast: FailFast = False,
     shard: Annotated[Optional[str], typer.Option(help="Only the i-th of n shares of the cases, as i/n (array jobs); under torchrun, one share per rank.")] = None,
+    no_postprocess: Annotated[bool, typer.Option("--no-postprocess", help="Skip the run's post-processing rules (RUN/postprocess.json).")] = False,
+    rules: Annotated[Optional[Path], typer.Option(help="Post-processing rules file to apply instead of the run's own.")] = None,
 ) -> None:
-    """Segment cases; writes OUT_DIR/<case>.nii.gz on each input's own grid."""
+    """Segment cases; writes OUT_DIR/<case>.nii.gz on each input's own grid, post-processed by the run's tuned rules."""
     from gliomaseg.inference.predictor import predict
 
+    if no_postprocess and rules:
+        raise typer.BadParameter("give --rules or --no-postprocess, not both")
     if shard is None:
         shard = f"{os.environ.get('RANK', '0')}/{os.environ.get('WORLD_SIZE', '1')}"
-    report = predict(input_path, out_dir, model, device, tta, overwrite, fail_fast, _parse_shard(shard), _state["quiet"])
+    report = predict(input_path, out_dir, model, device, tta, overwrite, fail_fast, _parse_shard(shard), _state["quiet"],
+                     rules or not no_postprocess)
     _finish(report, "predict")
 
 
@@ -230,6 +249,46 @@ def evaluate_command(
     results = evaluate(pred, gt, out, lesions, summary, missing, workers, CORRECTED if corrected else OFFICIAL, fail_fast, _state["quiet"],
                        label_scheme, pred_label_scheme)
     typer.echo(format_summary(summarise(results), len(results)))
+
+
+postprocess_app = typer.Typer(no_args_is_help=True, help="Tune post-processing rules on validation cases, or apply them to label maps.")
+app.add_typer(postprocess_app, name="postprocess")
+
+
+@postprocess_app.command(name="tune")
+@handles_input_errors
+def postprocess_tune(
+    pred: Annotated[Path, typer.Option(help="Folder of predicted label maps (validation cases).")],
+    gt: Annotated[Path, typer.Option(help="Their ground truths (file layouts as for evaluate).")],
+    out: Annotated[Path, typer.Option(help="Rules file to write (JSON).")],
+    label_scheme: LabelScheme = "brats2024",
+    workers: Workers = 1,
+) -> None:
+    """Search the rules that maximise the mean lesion-wise Dice (official 2024 protocol) on these cases."""
+    from gliomaseg.evaluation.protocol import OFFICIAL
+    from gliomaseg.postprocessing.rules import save_rules
+    from gliomaseg.postprocessing.tuning import load_validation_cases, tune_rules
+
+    cases = load_validation_cases(pred, gt, label_scheme, workers, _state["quiet"])
+    result = tune_rules(cases, OFFICIAL, workers=workers)
+    save_rules(result.rules, out, result.provenance(OFFICIAL))
+    typer.echo(f"mean lesion-wise Dice on {len(cases)} case(s): {result.before.dice:.4f} -> {result.after.dice:.4f} "
+               f"with {result.rules.to_dict()}; wrote {out}")
+
+
+@postprocess_app.command(name="apply")
+@handles_input_errors
+def postprocess_apply(
+    rules: Annotated[Path, typer.Argument(help="Rules file (from postprocess tune, or RUN/postprocess.json).")],
+    pred: Annotated[Path, typer.Option(help="Label map or folder of label maps.")],
+    out: Annotated[Path, typer.Option(help="Output folder (same file names).")],
+    fail_fast: FailFast = False,
+) -> None:
+    """Clean label maps with a rules file."""
+    from gliomaseg.postprocessing.apply import apply_rules
+    from gliomaseg.postprocessing.rules import load_rules
+
+    _finish(apply_rules(load_rules(rules), pred, out, fail_fast, _state["quiet"]), "postprocess")
 
 
 @app.command()

@@ -50,12 +50,39 @@ class TrainConfig:
     sync_batchnorm: bool = True  # under torchrun on GPUs: BatchNorm statistics over all processes
     compile: bool = False  # torch.compile the network (CUDA; first steps are slow while it compiles)
     num_workers: int = 2
+    tune_postprocess: bool = True  # after the last epoch, tune post-processing rules on the validation cases
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "recipe": {},
+    # Measured on 2 cores (benchmarks/bench_real.py, README "Real tumours"): the 16 real cases
+    # train in under 30 minutes. A 64^3 grid is the largest at which enough steps fit that time.
+    "cpu": {"size": 64, "epochs": 40, "batch_size": 2, "repeats": 5, "val_every": 10},
+}
+"""Named starting points for ``train``: ``size`` (cubic grid side) and TrainConfig fields.
+"recipe" is the baseline recipe (the dataclass defaults); settings given explicitly win over a preset."""
+
+
+def train_config_for(preset: str, **given: Any) -> TrainConfig:
+    """The preset's TrainConfig, with every setting in ``given`` that is not None in its place."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset '{preset}' ({', '.join(PRESETS)})")
+    chosen = {k: v for k, v in PRESETS[preset].items() if k != "size"}
+    chosen.update({k: v for k, v in given.items() if v is not None})
+    return TrainConfig(**chosen)
+
+
+def preset_size(preset: str) -> tuple[int, int, int]:
+    """The preset's network grid (the recipe's where the preset does not set one)."""
+    side = PRESETS[preset].get("size")
+    return (side,) * 3 if side else PreprocessConfig().size
 
 
 @dataclass(frozen=True)
 class ExperimentConfig:
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    preset: str = "recipe"  # where the settings not given explicitly came from (PRESETS)
     gliomaseg_version: str = __version__
 
     def to_dict(self) -> dict[str, Any]:
@@ -73,6 +100,7 @@ class ExperimentConfig:
         return cls(
             preprocess=build(PreprocessConfig, data.get("preprocess", {})),
             train=build(TrainConfig, data.get("train", {})),
+            preset=data.get("preset", "recipe"),
             gliomaseg_version=data.get("gliomaseg_version", "unknown"),
         )
 

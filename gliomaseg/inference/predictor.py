@@ -20,6 +20,7 @@ from gliomaseg.errors import InputError
 from gliomaseg.io.atomic import remove_stale_temporaries
 from gliomaseg.io.cases import LoadedCase, find_case_folders, load_case, read_case_folder
 from gliomaseg.io.nifti import save_label_map
+from gliomaseg.postprocessing.rules import RULES_FILE, PostprocessRules, load_rules
 from gliomaseg.preprocessing.pipeline import preprocess_case, scores_to_native
 from gliomaseg.training.checkpoint import BEST, LAST, load_checkpoint
 from gliomaseg.training.networks import network_for, pick_device, predict_probabilities, ready_for_inference
@@ -33,6 +34,7 @@ class LoadedModel:
     network: torch.nn.Module
     config: ExperimentConfig
     checkpoint: Path
+    rules: PostprocessRules = PostprocessRules()  # applied to every prediction (none: change nothing)
 
     @property
     def targets(self) -> Targets:
@@ -50,9 +52,24 @@ def resolve_checkpoint(model: Path | str) -> Path:
     return model
 
 
-def load_model(model: Path | str, device: str | None = None) -> LoadedModel:
-    """Network in eval mode on ``device`` (CUDA when available), with its config."""
+def run_rules(checkpoint: Path) -> PostprocessRules:
+    """The post-processing rules ``train`` tuned for the run a checkpoint belongs to (none if it has none)."""
+    path = checkpoint.parent / RULES_FILE
+    return load_rules(path) if path.exists() else PostprocessRules()
+
+
+def load_model(model: Path | str, device: str | None = None, postprocess: bool | Path | str = True) -> LoadedModel:
+    """Network in eval mode on ``device`` (CUDA when available), with its config and post-processing rules:
+    the run's own (``postprocess=True``), none (False) or those of a rules file."""
     path = resolve_checkpoint(model)
+    if postprocess is True:
+        rules = run_rules(path)
+    elif postprocess is False:
+        rules = PostprocessRules()
+    else:
+        rules = load_rules(postprocess)
+    if rules.changes_anything:
+        log.info("post-processing predictions with %s", rules.to_dict())
     dev = pick_device(device)
     state = load_checkpoint(path, map_location=dev)
     try:
@@ -61,15 +78,15 @@ def load_model(model: Path | str, device: str | None = None) -> LoadedModel:
         network.load_state_dict(state["model"])
     except (ValueError, RuntimeError, KeyError, TypeError) as err:
         raise InputError(path, f"checkpoint does not match its architecture ({str(err).splitlines()[0][:120]})") from None
-    return LoadedModel(ready_for_inference(network, dev), config, path)
+    return LoadedModel(ready_for_inference(network, dev), config, path, rules)
 
 
 def predict_loaded_case(model: LoadedModel, case: LoadedCase, flip_tta: bool = False) -> np.ndarray:
-    """Native-grid label map (X, Y, Z) uint8 of one case already in memory."""
+    """Native-grid label map (X, Y, Z) uint8 of one case already in memory, post-processed by the model's rules."""
     prepared = preprocess_case(case, model.config.preprocess)
     image = torch.from_numpy(prepared.image)[None]
     probabilities = predict_probabilities(model.network, image, model.targets, flip_tta=flip_tta, amp=model.config.train.amp)[0]
-    return scores_to_native(probabilities.float().cpu(), prepared.geometry, model.targets.decode)
+    return model.rules.apply(scores_to_native(probabilities.float().cpu(), prepared.geometry, model.targets.decode))
 
 
 def output_path(out_dir: Path, case_id: str) -> Path:
@@ -99,16 +116,18 @@ def predict(
     fail_fast: bool = False,
     shard_spec: tuple[int, int] = (0, 1),
     quiet: bool = False,
+    postprocess: bool | Path | str = True,
 ) -> BatchReport[Path]:
     """Predict one case folder or every case folder under ``input_path`` into ``out_dir``.
 
     Writes ``<out_dir>/<case>.nii.gz`` (uint8, the input's grid and affine)
     atomically; cases already predicted are skipped unless ``overwrite``. Bad
-    cases are reported and skipped unless ``fail_fast``.
+    cases are reported and skipped unless ``fail_fast``. ``postprocess`` as in
+    :func:`load_model` (a LoadedModel keeps its own rules).
     """
     out_dir = Path(out_dir)
     folders = shard(find_case_folders(input_path), *shard_spec)
-    loaded = model if isinstance(model, LoadedModel) else load_model(model, device)
+    loaded = model if isinstance(model, LoadedModel) else load_model(model, device, postprocess)
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out_dir, stems=[f.name.split(".")[0] for f in folders])  # as atomic_path names them
     todo = [f for f in folders if overwrite or not output_path(out_dir, f.name).exists()]

@@ -12,6 +12,7 @@ import logging
 import math
 import random
 import signal
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -25,11 +26,14 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
-from gliomaseg.config import ExperimentConfig, PreprocessConfig, TrainConfig
+from gliomaseg.config import ExperimentConfig, PreprocessConfig, TrainConfig, preset_size
 from gliomaseg.data.splits import kfold_by_patient, load_split, save_split, split_by_patient
 from gliomaseg.errors import InputError
 from gliomaseg.io.atomic import remove_stale_temporaries
 from gliomaseg.labels import old_scheme_warning
+from gliomaseg.evaluation.protocol import OFFICIAL
+from gliomaseg.postprocessing.rules import RULES_FILE, save_rules
+from gliomaseg.postprocessing.tuning import tune_rules
 from gliomaseg.preprocessing.cache import cache_config, cached_label_values, is_cache, labelled_case_ids, preprocess_dataset
 from gliomaseg.training.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
 from gliomaseg.training.dataset import CachedCaseDataset, training_augmentation
@@ -45,8 +49,8 @@ from gliomaseg.training.distributed import (
 from gliomaseg.training.loss import DiceCrossEntropyLoss
 from gliomaseg.training.networks import SIZE_MULTIPLE, autocast, memory_format, network_for
 from gliomaseg.training.schedule import CosineSchedule
-from gliomaseg.training.targets import targets_named
-from gliomaseg.training.validation import case_scores, summarise_scores
+from gliomaseg.training.targets import Targets, targets_named
+from gliomaseg.training.validation import case_scores, summarise_scores, validation_cases
 from gliomaseg.visualization.curves import plot_training_curves
 
 log = logging.getLogger("gliomaseg")
@@ -97,10 +101,11 @@ def _warn_if_old_label_scheme(data: Path, cache_dir: Path, scheme: str) -> None:
         log.warning("%s: %s", data, warning)
 
 
-def preprocess_config_for(data: Path | str, size: int | None, label_scheme: str | None = None) -> PreprocessConfig:
-    """The preprocessing to train with: a cache's own where ``size`` and ``label_scheme`` are not
-    asked for, else the recipe's with those given."""
-    config = cache_config(data) if is_cache(data) else PreprocessConfig()
+def preprocess_config_for(data: Path | str, size: int | None, label_scheme: str | None = None,
+                          preset: str = "recipe") -> PreprocessConfig:
+    """The preprocessing to train with: ``size`` and ``label_scheme`` where given; the rest from
+    a cache's own settings, or for raw data from the preset (the recipe's by default)."""
+    config = cache_config(data) if is_cache(data) else PreprocessConfig(size=preset_size(preset))
     if size is not None:
         config = replace(config, size=(size,) * 3)
     if label_scheme is not None:
@@ -222,6 +227,22 @@ def _run_epoch(
     return sum(losses) / max(1, len(losses))
 
 
+def tune_postprocessing(run_dir: Path, cache_dir: Path, case_ids: list[str], network: torch.nn.Module, targets: Targets,
+                        amp: bool, workers: int = 1) -> Path | None:
+    """Tune post-processing rules into ``run_dir/postprocess.json`` for the checkpoint ``predict --model RUN``
+    uses (best.pt, else last.pt), on its predictions of the validation cases; None without labelled ones.
+    ``network`` is loaded with that checkpoint's weights."""
+    checkpoint = run_dir / BEST if (run_dir / BEST).exists() else run_dir / LAST
+    network.load_state_dict(load_checkpoint(checkpoint, map_location=next(network.parameters()).device)["model"])
+    with tempfile.TemporaryDirectory(prefix="gliomaseg-tune-") as predictions:
+        case_scores(network, cache_dir, case_ids, targets, amp, Path(predictions))
+        cases = validation_cases(cache_dir, case_ids, Path(predictions))
+    if not cases:
+        return None
+    result = tune_rules(cases, OFFICIAL, workers=workers)
+    return save_rules(result.rules, run_dir / RULES_FILE, {"checkpoint": checkpoint.name, **result.provenance(OFFICIAL)})
+
+
 def _restore(state: dict[str, Any] | None, network: torch.nn.Module, optimizer: torch.optim.Optimizer, tc: TrainConfig,
              checkpoint: Path) -> tuple[int, float, CosineSchedule]:
     """(epochs done, best score, learning-rate schedule) of a fresh run, or of the checkpoint ``state``."""
@@ -251,8 +272,9 @@ def train(
     """Train ``config.train.model`` on ``data`` (raw case folders or a preprocessed cache).
 
     Writes into ``run_dir``: config.json, split.json, last.pt / best.pt (each with
-    the full config), metrics.csv, tensorboard/, training_curves.png, and the last
-    validation's predictions in validation/. With ``resume`` an existing run
+    the full config), metrics.csv, tensorboard/, training_curves.png, the last
+    validation's predictions in validation/, and post-processing rules tuned on the
+    validation cases for best.pt (postprocess.json, which ``predict`` applies). With ``resume`` an existing run
     continues from its last checkpoint with its saved config (only the number of
     epochs may be raised). Cases without a label map are left out, with a warning.
 
@@ -310,6 +332,9 @@ def train(
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _raise_interrupt)} if in_main_thread else {}
     epoch = start_epoch
+    if ctx.is_main and start_epoch < tc.epochs:
+        # Rules tuned for an earlier end of this run would be applied to the new weights.
+        (run_dir / RULES_FILE).unlink(missing_ok=True)
     try:
         epoch_bar = tqdm(range(start_epoch, tc.epochs), desc="epochs", unit="epoch", disable=quiet, dynamic_ncols=True,
                          initial=start_epoch, total=tc.epochs)
@@ -350,6 +375,10 @@ def train(
             barrier(ctx)
             epoch_bar.set_postfix(loss=f"{row['train_loss']:.3f}", val=f"{row.get('val_dice_mean', float('nan')):.3f}")
             epoch += 1
+        if tc.tune_postprocess and split["val"] and start_epoch < epoch == tc.epochs:
+            if ctx.is_main:
+                tune_postprocessing(run_dir, cache_dir, split["val"], network, targets, tc.amp, workers)
+            barrier(ctx)
     except KeyboardInterrupt as stop:
         log.warning("stopped (%s) after epoch %d; continue with --resume", stop or "interrupt", epoch)
         raise

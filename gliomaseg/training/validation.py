@@ -8,13 +8,36 @@ import numpy as np
 import torch
 
 from gliomaseg.evaluation.lesion_wise import lesion_wise_scores
-from gliomaseg.io.nifti import save_label_map, spacing_from_affine
+from gliomaseg.io.nifti import load_label_map, save_label_map, spacing_from_affine
 from gliomaseg.labels import REGIONS
 from gliomaseg.preprocessing.brain_crop import box_slices
-from gliomaseg.preprocessing.cache import read_cached_case
+from gliomaseg.postprocessing.tuning import ValidationCase
+from gliomaseg.preprocessing.cache import CachedCase, read_cached_case
 from gliomaseg.preprocessing.pipeline import scores_to_native
 from gliomaseg.training.networks import predict_probabilities
 from gliomaseg.training.targets import Targets
+
+
+def native_truth(case: CachedCase) -> np.ndarray | None:
+    """A cached case's label map on its native grid (None when it has none)."""
+    native_crop = case.native_label_crop()
+    if native_crop is None:
+        return None
+    truth = np.zeros(case.geometry.native_shape, np.uint8)
+    truth[box_slices(case.geometry.box)] = native_crop
+    return truth
+
+
+def validation_cases(cache_dir: Path | str, case_ids: list[str], predictions: Path) -> list[ValidationCase]:
+    """The saved validation predictions (``predictions/<case>.nii.gz``) with their cached truths."""
+    cases = []
+    for case_id in case_ids:
+        case = read_cached_case(Path(cache_dir) / case_id)
+        truth = native_truth(case)
+        path = predictions / f"{case_id}.nii.gz"
+        if truth is not None and path.exists():
+            cases.append(ValidationCase(case_id, load_label_map(path).data, truth, spacing_from_affine(case.geometry.affine)))
+    return cases
 
 
 def case_scores(
@@ -36,16 +59,14 @@ def case_scores(
     rows = []
     for case_id in case_ids:
         case = read_cached_case(Path(cache_dir) / case_id)
-        native_crop = case.native_label_crop()
-        if native_crop is None:
+        truth = native_truth(case)
+        if truth is None:
             continue
         image = torch.from_numpy(np.asarray(case.image, dtype=np.float32))[None]
         probabilities = predict_probabilities(model, image, targets, amp=amp)[0].cpu()
         prediction = scores_to_native(probabilities, case.geometry, targets.decode)
         if save_dir is not None:
             save_label_map(prediction, case.geometry.affine, save_dir / f"{case_id}.nii.gz")
-        truth = np.zeros(case.geometry.native_shape, np.uint8)
-        truth[box_slices(case.geometry.box)] = native_crop
         scores, _ = lesion_wise_scores(prediction, truth, spacing_from_affine(case.geometry.affine))
         rows.append({region: scores[region]["LesionWise_Score_Dice"] for region in REGIONS})
     return rows

@@ -1,0 +1,138 @@
+"""Post-processing rules: what they erase or relabel, how they are tuned, and where train/predict use them."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from conftest import EXAMPLES
+from gliomaseg.cli import app
+from gliomaseg.errors import InputError
+from gliomaseg.io.nifti import load_label_map, save_label_map
+from gliomaseg.postprocessing.rules import RULES_FILE, PostprocessRules, load_rules, save_rules
+from gliomaseg.postprocessing.tuning import ValidationCase, score_rules, tune_rules
+
+
+def _tumour() -> np.ndarray:
+    """A 48^3 map with one big tumour (oedema around a core with an enhancing part) and a cavity."""
+    labels = np.zeros((48, 48, 48), np.uint8)
+    labels[5:25, 5:25, 5:25] = 2
+    labels[9:21, 9:21, 9:21] = 1
+    labels[12:18, 12:18, 12:18] = 3
+    labels[30:42, 30:42, 30:42] = 4
+    return labels
+
+
+def test_no_rules_change_nothing():
+    labels = _tumour()
+    assert not PostprocessRules().changes_anything
+    assert np.array_equal(PostprocessRules().apply(labels), labels)
+
+
+def test_small_tumour_components_are_erased_and_the_input_left_alone():
+    truth = _tumour()
+    noisy = truth.copy()
+    noisy[40:43, 2:5, 2:5] = 2  # 27 voxels of spurious oedema
+    noisy[2:4, 40:42, 2:4] = 3  # 8 voxels of spurious enhancement
+    cleaned = PostprocessRules(tumour_min_voxels=50).apply(noisy)
+    assert np.array_equal(cleaned, truth)
+    assert noisy[41, 3, 3] == 2  # the input is a copy's source, not changed
+    assert np.array_equal(PostprocessRules(tumour_min_voxels=20).apply(noisy)[40:43, 2:5, 2:5], noisy[40:43, 2:5, 2:5])
+
+
+def test_only_the_largest_tumours_are_kept():
+    labels = _tumour()
+    labels[30:40, 2:12, 30:40] = 2  # a second, smaller tumour (1000 voxels)
+    assert np.array_equal(PostprocessRules(tumour_keep_largest=1).apply(labels), _tumour())
+    assert np.array_equal(PostprocessRules(tumour_keep_largest=2).apply(labels), labels)
+
+
+def test_small_enhancing_components_become_core_and_small_cavities_go():
+    labels = _tumour()
+    labels[10, 10, 10] = 3  # a one-voxel speck of enhancement inside the core
+    labels[44:46, 2:4, 44:46] = 4  # an 8-voxel cavity
+    cleaned = PostprocessRules(et_min_voxels=10, rc_min_voxels=10).apply(labels)
+    assert cleaned[10, 10, 10] == 1
+    assert np.array_equal(cleaned, _tumour())  # the big enhancing part and cavity stay
+
+
+def test_rules_files_round_trip_and_bad_ones_are_refused(tmp_path):
+    rules = PostprocessRules(tumour_min_voxels=250, et_min_voxels=25)
+    path = save_rules(rules, tmp_path / "rules.json", {"cases": 3})
+    assert load_rules(path) == rules
+    assert json.loads(path.read_text())["tuned_on"] == {"cases": 3}
+    for text, message in [('{"rules": {"tumor_min": 3}}', "unknown post-processing rule(s): tumor_min"),
+                          ('{"rules": {"et_min_voxels": -1}}', "must be whole numbers >= 0"),
+                          ('{"rules": [', "not valid JSON"), ('{"tumour_min_voxels": 3}', 'expected {"rules"')]:
+        (tmp_path / "bad.json").write_text(text)
+        with pytest.raises(InputError, match=re.escape(message)):
+            load_rules(tmp_path / "bad.json")
+
+
+def test_tuning_finds_the_rule_that_removes_spurious_lesions():
+    truth = _tumour()
+    noisy = truth.copy()
+    noisy[40:44, 2:6, 2:6] = 2  # 64 voxels of spurious oedema: one false-positive WT and SNFH lesion
+    cases = [ValidationCase("a", noisy, truth, (1.0, 1.0, 1.0)), ValidationCase("b", truth.copy(), truth, (1.0, 1.0, 1.0))]
+    result = tune_rules(cases)
+    assert result.rules.apply(noisy)[41, 3, 3] == 0
+    assert result.after.per_region["WT"] == pytest.approx(1.0)
+    assert result.before.per_region["WT"] < 0.9
+    assert result.after == score_rules(cases, result.rules)
+    clean = tune_rules([ValidationCase("b", truth.copy(), truth, (1.0, 1.0, 1.0))])
+    assert clean.rules == PostprocessRules()  # nothing to gain: every rule stays off
+
+
+def test_train_tunes_rules_for_its_best_checkpoint_and_the_cli_tunes_too(trained_run, synthetic_dir, tmp_path):
+    saved = json.loads((trained_run / RULES_FILE).read_text())
+    split = json.loads((trained_run / "split.json").read_text())
+    assert saved["tuned_on"]["checkpoint"] == "best.pt"
+    assert saved["tuned_on"]["cases"] == len(split["val"])
+    assert saved["tuned_on"]["dice_after"] >= saved["tuned_on"]["dice_before"]
+    assert load_rules(trained_run / RULES_FILE) == PostprocessRules.from_dict(saved["rules"])
+    out = tmp_path / "rules.json"
+    result = CliRunner().invoke(app, ["-q", "postprocess", "tune", "--pred", str(trained_run / "validation"),
+                                      "--gt", str(synthetic_dir), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    tuned = json.loads(out.read_text())["tuned_on"]
+    assert tuned["cases"] == len(split["val"]) and tuned["dice_after"] >= tuned["dice_before"]
+
+
+def test_predict_applies_the_runs_rules_unless_told_not_to(trained_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("cache", "tensorboard", "validation"))
+    erase_all = PostprocessRules(tumour_min_voxels=10**9, rc_min_voxels=10**9)
+    save_rules(erase_all, run / RULES_FILE)
+    raw, cleaned, applied = tmp_path / "raw", tmp_path / "cleaned", tmp_path / "applied"
+    runner = CliRunner()
+    assert runner.invoke(app, ["-q", "predict", str(EXAMPLES), str(raw), "--model", str(run), "--no-postprocess"]).exit_code == 0
+    assert runner.invoke(app, ["-q", "predict", str(EXAMPLES), str(cleaned), "--model", str(run)]).exit_code == 0
+    result = runner.invoke(app, ["-q", "postprocess", "apply", str(run / RULES_FILE), "--pred", str(raw), "--out", str(applied)])
+    assert result.exit_code == 0, result.output
+    files = sorted(p.name for p in raw.iterdir())
+    assert files and files == sorted(p.name for p in cleaned.iterdir()) == sorted(p.name for p in applied.iterdir())
+    assert any(load_label_map(raw / name).data.any() for name in files)  # the raw model predicts something
+    for name in files:
+        assert not load_label_map(cleaned / name).data.any()
+        assert np.array_equal(load_label_map(applied / name).data, load_label_map(cleaned / name).data)
+        assert np.allclose(load_label_map(applied / name).affine, load_label_map(raw / name).affine)
+
+
+def test_apply_refuses_bad_rules_and_its_own_input_folder(tmp_path):
+    pred = tmp_path / "pred"
+    save_label_map(_tumour(), np.eye(4), pred / "case.nii.gz")
+    (tmp_path / "bad.json").write_text('{"rules": {"size": 1}}')
+    runner = CliRunner()
+    result = runner.invoke(app, ["-q", "postprocess", "apply", str(tmp_path / "bad.json"), "--pred", str(pred), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1
+    assert result.output.strip() == f"error: {tmp_path / 'bad.json'}: unknown post-processing rule(s): size (known: " \
+                                    "et_min_voxels, rc_min_voxels, tumour_keep_largest, tumour_min_voxels)"
+    assert not (tmp_path / "o").exists()
+    save_rules(PostprocessRules(tumour_min_voxels=5), tmp_path / "rules.json")
+    result = runner.invoke(app, ["-q", "postprocess", "apply", str(tmp_path / "rules.json"), "--pred", str(pred), "--out", str(pred)])
+    assert result.exit_code == 1 and "must not be the input folder" in result.output
