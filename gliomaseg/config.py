@@ -55,8 +55,8 @@ class TrainConfig:
 
 PRESETS: dict[str, dict[str, Any]] = {
     "recipe": {},
-    # Measured on 2 cores (benchmarks/bench_real.py, README "Real tumours"): the 16 real cases
-    # train in under 30 minutes. A 64^3 grid is the largest at which enough steps fit that time.
+    # A 64^3 step takes ~1 s on 2 cores: 40 epochs of the 16 real cases took 24.3 min there
+    # (README "Presets"; held-out scores: benchmarks/bench_real.py). Larger grids are untested on real data.
     "cpu": {"size": 64, "epochs": 40, "batch_size": 2, "repeats": 5, "val_every": 10},
 }
 """Named starting points for ``train``: ``size`` (cubic grid side) and TrainConfig fields.
