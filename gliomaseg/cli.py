@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Annotated, Optional
 
 import typer
@@ -23,12 +24,17 @@ Workers = Annotated[int, typer.Option("--workers", "-j", help="Parallel processe
 FailFast = Annotated[bool, typer.Option("--fail-fast", help="Stop at the first bad case instead of reporting it and going on.")]
 
 
+def _check_one_of(value: str | None, choices: Iterable[str]) -> str | None:
+    """An option callback's check: ``value`` (None: not given) must be one of ``choices``."""
+    if value is not None and value not in choices:
+        raise typer.BadParameter(f"'{value}' is not one of {', '.join(choices)}")
+    return value
+
+
 def _known_label_scheme(value: str | None) -> str | None:
     from gliomaseg.labels import LABEL_SCHEMES
 
-    if value is not None and value not in LABEL_SCHEMES:
-        raise typer.BadParameter(f"'{value}' is not one of {', '.join(LABEL_SCHEMES)}")
-    return value
+    return _check_one_of(value, LABEL_SCHEMES)
 
 
 _SCHEMES = "brats2024 (4 = resection cavity) or brats2021 (BraTS 2017-2021: 4 = enhancing tumour, read as 3)"
@@ -129,9 +135,7 @@ def preprocess(
 def _known_preset(value: str) -> str:
     from gliomaseg.config import PRESETS
 
-    if value not in PRESETS:
-        raise typer.BadParameter(f"'{value}' is not one of {', '.join(PRESETS)}")
-    return value
+    return _check_one_of(value, PRESETS)
 
 
 @app.command(name="train")

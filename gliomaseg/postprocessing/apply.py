@@ -7,10 +7,9 @@ from pathlib import Path
 
 from gliomaseg.batch import BatchReport, run_batch
 from gliomaseg.errors import InputError
+from gliomaseg.io.cases import NIFTI_SUFFIX
 from gliomaseg.io.nifti import load_label_map, save_label_map
 from gliomaseg.postprocessing.rules import PostprocessRules
-
-NIFTI = ".nii.gz"
 
 
 def _label_map_files(pred: Path) -> list[Path]:
@@ -18,9 +17,9 @@ def _label_map_files(pred: Path) -> list[Path]:
         return [pred]
     if not pred.is_dir():
         raise InputError(pred, "does not exist")
-    files = sorted(p for p in pred.iterdir() if p.name.endswith(NIFTI) and not p.name.startswith("."))
+    files = sorted(p for p in pred.iterdir() if p.name.endswith(NIFTI_SUFFIX) and not p.name.startswith("."))
     if not files:
-        raise InputError(pred, f"no {NIFTI} label maps in this folder")
+        raise InputError(pred, f"no {NIFTI_SUFFIX} label maps in this folder")
     return files
 
 

@@ -12,7 +12,6 @@ import logging
 import math
 import random
 import signal
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -50,7 +49,7 @@ from gliomaseg.training.loss import DiceCrossEntropyLoss
 from gliomaseg.training.networks import SIZE_MULTIPLE, autocast, memory_format, network_for
 from gliomaseg.training.schedule import CosineSchedule
 from gliomaseg.training.targets import Targets, targets_named
-from gliomaseg.training.validation import case_scores, summarise_scores, validation_cases
+from gliomaseg.training.validation import case_scores, predict_validation_cases, summarise_scores
 from gliomaseg.visualization.curves import plot_training_curves
 
 log = logging.getLogger("gliomaseg")
@@ -234,9 +233,7 @@ def tune_postprocessing(run_dir: Path, cache_dir: Path, case_ids: list[str], net
     ``network`` is loaded with that checkpoint's weights."""
     checkpoint = run_dir / BEST if (run_dir / BEST).exists() else run_dir / LAST
     network.load_state_dict(load_checkpoint(checkpoint, map_location=next(network.parameters()).device)["model"])
-    with tempfile.TemporaryDirectory(prefix="gliomaseg-tune-") as predictions:
-        case_scores(network, cache_dir, case_ids, targets, amp, Path(predictions))
-        cases = validation_cases(cache_dir, case_ids, Path(predictions))
+    cases = [case for case, _ in predict_validation_cases(network, cache_dir, case_ids, targets, amp)]
     if not cases:
         return None
     result = tune_rules(cases, OFFICIAL, workers=workers)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from gliomaseg.evaluation.lesion_wise import lesion_wise_scores
-from gliomaseg.io.nifti import load_label_map, save_label_map, spacing_from_affine
+from gliomaseg.io.nifti import save_label_map, spacing_from_affine
 from gliomaseg.labels import REGIONS
 from gliomaseg.preprocessing.brain_crop import box_slices
 from gliomaseg.postprocessing.tuning import ValidationCase
@@ -28,16 +29,21 @@ def native_truth(case: CachedCase) -> np.ndarray | None:
     return truth
 
 
-def validation_cases(cache_dir: Path | str, case_ids: list[str], predictions: Path) -> list[ValidationCase]:
-    """The saved validation predictions (``predictions/<case>.nii.gz``) with their cached truths."""
-    cases = []
+def predict_validation_cases(
+    model: torch.nn.Module, cache_dir: Path | str, case_ids: list[str], targets: Targets, amp: bool = True
+) -> Iterator[tuple[ValidationCase, np.ndarray]]:
+    """Each labelled cached case predicted by ``model`` on its native grid, with its truth and
+    spacing, and its affine (cases without a label are skipped)."""
+    model.eval()
     for case_id in case_ids:
         case = read_cached_case(Path(cache_dir) / case_id)
         truth = native_truth(case)
-        path = predictions / f"{case_id}.nii.gz"
-        if truth is not None and path.exists():
-            cases.append(ValidationCase(case_id, load_label_map(path).data, truth, spacing_from_affine(case.geometry.affine)))
-    return cases
+        if truth is None:
+            continue
+        image = torch.from_numpy(np.asarray(case.image, dtype=np.float32))[None]
+        probabilities = predict_probabilities(model, image, targets, amp=amp)[0].cpu()
+        prediction = scores_to_native(probabilities, case.geometry, targets.decode)
+        yield ValidationCase(case_id, prediction, truth, spacing_from_affine(case.geometry.affine)), case.geometry.affine
 
 
 def case_scores(
@@ -55,19 +61,11 @@ def case_scores(
     ``<case>.nii.gz`` (what ``gliomaseg evaluate`` would score the same way).
     Cases without a label are skipped.
     """
-    model.eval()
     rows = []
-    for case_id in case_ids:
-        case = read_cached_case(Path(cache_dir) / case_id)
-        truth = native_truth(case)
-        if truth is None:
-            continue
-        image = torch.from_numpy(np.asarray(case.image, dtype=np.float32))[None]
-        probabilities = predict_probabilities(model, image, targets, amp=amp)[0].cpu()
-        prediction = scores_to_native(probabilities, case.geometry, targets.decode)
+    for case, affine in predict_validation_cases(model, cache_dir, case_ids, targets, amp):
         if save_dir is not None:
-            save_label_map(prediction, case.geometry.affine, save_dir / f"{case_id}.nii.gz")
-        scores, _ = lesion_wise_scores(prediction, truth, spacing_from_affine(case.geometry.affine))
+            save_label_map(case.prediction, affine, save_dir / f"{case.case_id}.nii.gz")
+        scores, _ = lesion_wise_scores(case.prediction, case.truth, case.spacing)
         rows.append({region: scores[region]["LesionWise_Score_Dice"] for region in REGIONS})
     return rows
 
