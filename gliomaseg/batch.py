@@ -10,9 +10,9 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from tqdm import tqdm
 
 from gliomaseg.errors import InputError
+from gliomaseg.progress import progress
 
 log = logging.getLogger("gliomaseg")
 T = TypeVar("T")
@@ -56,7 +56,7 @@ def run_batch(
     picklable when ``workers > 1`` (a module-level function or functools.partial).
     """
     report: BatchReport[R] = BatchReport()
-    bar = tqdm(total=len(items), desc=desc, unit="case", disable=quiet, dynamic_ncols=True)
+    bar = progress(total=len(items), desc=desc, unit="case", quiet=quiet)
 
     def record(item_name: str, outcome: Callable[[], R]) -> None:
         try:

@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 
+import nibabel as nib
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -14,6 +15,7 @@ from conftest import EXAMPLES
 from gliomaseg.cli import app
 from gliomaseg.errors import InputError
 from gliomaseg.io.nifti import load_label_map, save_label_map
+from gliomaseg.postprocessing.apply import apply_rules
 from gliomaseg.postprocessing.rules import RULES_FILE, PostprocessRules, load_rules, save_rules
 from gliomaseg.postprocessing.tuning import ValidationCase, score_rules, tune_rules
 
@@ -136,3 +138,19 @@ def test_apply_refuses_bad_rules_and_its_own_input_folder(tmp_path):
     save_rules(PostprocessRules(tumour_min_voxels=5), tmp_path / "rules.json")
     result = runner.invoke(app, ["-q", "postprocess", "apply", str(tmp_path / "rules.json"), "--pred", str(pred), "--out", str(pred)])
     assert result.exit_code == 1 and "must not be the input folder" in result.output
+
+
+def test_apply_keeps_the_input_header_matrices_and_codes(tmp_path):
+    """A qform-only map (sform_code 0, as some converters write) stays qform-only and in place."""
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    affine = np.array([[-1.0, 0, 0, 90], [0, 1, 0, -126], [0, 0, 1, -72], [0, 0, 0, 1]])
+    image = nib.Nifti1Image(_tumour(), None)
+    image.header.set_qform(affine, 1)
+    image.header.set_sform(np.eye(4), 0)
+    nib.save(image, str(pred / "case.nii.gz"))
+    apply_rules(PostprocessRules(tumour_min_voxels=5), pred, tmp_path / "out", quiet=True)
+    written = nib.load(tmp_path / "out" / "case.nii.gz").header
+    assert (int(written["qform_code"]), int(written["sform_code"])) == (1, 0)
+    np.testing.assert_allclose(written.get_qform(), affine)
+    np.testing.assert_allclose(written.get_best_affine(), affine)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from gliomaseg.cli import app
@@ -53,3 +54,15 @@ def test_split_by_patient_keeps_timepoints_together():
     assert sorted(c for f in folds for c in f["val"]) == sorted(ids)
     for fold in folds:
         assert not {patient_id(c) for c in fold["train"]} & {patient_id(c) for c in fold["val"]}
+
+
+def test_split_blocks_hold_out_every_patient_once():
+    ids = [f"BraTS-GLI-{p:05d}-{t:03d}" for p in range(10) for t in range(p % 2 + 1)]
+    blocks = [split_by_patient(ids, 0.3, seed=0, block=b) for b in range(4)]  # 3 + 3 + 3 + 1 patients
+    assert blocks[0] == split_by_patient(ids, 0.3, seed=0)
+    assert [len({patient_id(c) for c in b["val"]}) for b in blocks] == [3, 3, 3, 1]
+    assert sorted(c for b in blocks for c in b["val"]) == sorted(ids)
+    for b in blocks:
+        assert not {patient_id(c) for c in b["train"]} & {patient_id(c) for c in b["val"]}
+    with pytest.raises(ValueError, match="block 4"):
+        split_by_patient(ids, 0.3, seed=0, block=4)

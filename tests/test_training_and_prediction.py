@@ -162,6 +162,10 @@ def test_predictions_have_the_input_grid(trained_run, tmp_path, tta):
         source = nib.load(case.images["t1c"])
         assert written.shape == source.shape
         np.testing.assert_allclose(written.affine, source.affine)
+        # Viewers that prefer the qform must place the map where they place the scan.
+        codes = [(int(image.header["qform_code"]), int(image.header["sform_code"])) for image in (written, source)]
+        assert codes[0] == codes[1] == (1, 1)
+        np.testing.assert_allclose(written.header.get_qform(), source.header.get_qform(), atol=1e-5)
         data = np.asanyarray(written.dataobj)
         assert data.dtype == np.uint8 and set(np.unique(data).tolist()) <= {0, 1, 2, 3, 4}
 

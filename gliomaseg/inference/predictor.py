@@ -96,7 +96,7 @@ def output_path(out_dir: Path, case_id: str) -> Path:
 def _predict_folder(folder: Path, model: LoadedModel, out_dir: Path, flip_tta: bool) -> Path:
     case = load_case(read_case_folder(folder), with_label=False)
     label_map = predict_loaded_case(model, case, flip_tta)
-    return save_label_map(label_map, case.affine, output_path(out_dir, case.case_id))
+    return save_label_map(label_map, case.affine, output_path(out_dir, case.case_id), case.space)
 
 
 def shard(items: list, index: int, count: int) -> list:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from gliomaseg.errors import InputError
-from gliomaseg.io.nifti import Volume, load_image, load_label_map
+from gliomaseg.io.nifti import HeaderSpace, Volume, load_image, load_label_map
 from gliomaseg.labels import DEFAULT_LABEL_SCHEME, MODALITIES, SEG_SUFFIX
 
 NIFTI_SUFFIX = ".nii.gz"
@@ -43,6 +43,7 @@ class LoadedCase:
     label: np.ndarray | None
     affine: np.ndarray
     spacing: tuple[float, float, float]
+    space: HeaderSpace | None = None  # the first modality's header matrices, for writing results placed like it
 
 
 def patient_id(case_id: str) -> str:
@@ -132,4 +133,4 @@ def load_case(case: Case, with_label: bool = True, label_scheme: str = DEFAULT_L
         _check_same_grid(volumes[0], seg)
         label = seg.data
     image = np.stack([v.data for v in volumes])
-    return LoadedCase(case.case_id, image, label, volumes[0].affine, volumes[0].spacing)
+    return LoadedCase(case.case_id, image, label, volumes[0].affine, volumes[0].spacing, volumes[0].space)

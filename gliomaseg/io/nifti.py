@@ -25,15 +25,46 @@ def spacing_from_affine(affine: np.ndarray) -> tuple[float, float, float]:
 
 
 @dataclass(frozen=True)
+class HeaderSpace:
+    """A NIfTI header's qform and sform with their codes.
+
+    Readers disagree on which matrix to trust (several viewers and older tools prefer the qform),
+    so a label map placed exactly like its reference image must carry both, codes included; the
+    affine alone would be written with nibabel's defaults (qform_code 0, sform_code 2)."""
+
+    qform: np.ndarray
+    qform_code: int
+    sform: np.ndarray
+    sform_code: int
+
+    @classmethod
+    def of(cls, header: nib.Nifti1Header) -> HeaderSpace:
+        return cls(header.get_qform(), int(header["qform_code"]), header.get_sform(), int(header["sform_code"]))
+
+    def write_into(self, header: nib.Nifti1Header) -> None:
+        header.set_qform(self.qform, self.qform_code)
+        header.set_sform(self.sform, self.sform_code)
+
+    def to_dict(self) -> dict:
+        return {"qform": self.qform.tolist(), "qform_code": self.qform_code, "sform": self.sform.tolist(), "sform_code": self.sform_code}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> HeaderSpace:
+        return cls(np.asarray(data["qform"]), int(data["qform_code"]), np.asarray(data["sform"]), int(data["sform_code"]))
+
+
+@dataclass(frozen=True)
 class Volume:
     """A 3D image and where it sits in the world.
 
-    ``data`` is (X, Y, Z) in the file's voxel order; ``affine`` is the 4x4 voxel-to-world matrix.
+    ``data`` is (X, Y, Z) in the file's voxel order; ``affine`` is the 4x4 voxel-to-world matrix;
+    ``space`` the header's own matrices and codes, for writing results placed like this file.
     """
 
     data: np.ndarray
     affine: np.ndarray
     path: Path
+    space: HeaderSpace | None = None
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -41,8 +72,8 @@ class Volume:
         return spacing_from_affine(self.affine)
 
 
-def _read(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(voxel array as stored, affine) of a 3D NIfTI file; a trailing 4th axis of 1 is dropped."""
+def _read(path: Path) -> tuple[np.ndarray, np.ndarray, HeaderSpace]:
+    """(voxel array as stored, affine, header space) of a 3D NIfTI file; a trailing 4th axis of 1 is dropped."""
     if not path.exists():
         raise InputError(path, "file does not exist")
     if path.is_dir():
@@ -60,19 +91,19 @@ def _read(path: Path) -> tuple[np.ndarray, np.ndarray]:
         data = data[..., 0]
     if data.ndim != 3:
         raise InputError(path, f"expected a 3D image, got {data.ndim}D with shape {data.shape}")
-    return data, image.affine
+    return data, image.affine, HeaderSpace.of(image.header)
 
 
 def load_image(path: Path | str) -> Volume:
     """A 3D float32 MR image; rejects non-3D, NaN/inf and all-zero images."""
     path = Path(path)
-    raw, affine = _read(path)
+    raw, affine, space = _read(path)
     data = np.asarray(raw, dtype=np.float32)
     if not np.isfinite(data).all():
         raise InputError(path, f"contains {int((~np.isfinite(data)).sum())} NaN or infinite voxels")
     if not data.any():
         raise InputError(path, "image is all zeros")
-    return Volume(data, affine, path)
+    return Volume(data, affine, path, space)
 
 
 def load_label_map(path: Path | str, scheme: str = DEFAULT_LABEL_SCHEME) -> Volume:
@@ -83,7 +114,7 @@ def load_label_map(path: Path | str, scheme: str = DEFAULT_LABEL_SCHEME) -> Volu
     """
     path = Path(path)
     mapping = LABEL_SCHEMES[scheme]
-    raw, affine = _read(path)
+    raw, affine, space = _read(path)
     if not np.issubdtype(raw.dtype, np.integer):
         if not np.isfinite(raw).all() or not np.array_equal(raw, np.round(raw)):
             raise InputError(path, f"label map has non-integer values (dtype {raw.dtype})")
@@ -98,12 +129,15 @@ def load_label_map(path: Path | str, scheme: str = DEFAULT_LABEL_SCHEME) -> Volu
         lookup = np.zeros(256, np.uint8)
         lookup[list(mapping)] = list(mapping.values())
         data = lookup[data]
-    return Volume(data, affine, path)
+    return Volume(data, affine, path, space)
 
 
-def save_label_map(data: np.ndarray, affine: np.ndarray, path: Path | str) -> Path:
-    """Write a uint8 label map atomically (temporary file, then rename)."""
+def save_label_map(data: np.ndarray, affine: np.ndarray, path: Path | str, space: HeaderSpace | None = None) -> Path:
+    """Write a uint8 label map atomically (temporary file, then rename); with ``space`` (the
+    reference image's), its qform, sform and codes are the reference's."""
     image = nib.Nifti1Image(np.asarray(data, dtype=np.uint8), affine)
+    if space is not None:
+        space.write_into(image.header)
     image.set_data_dtype(np.uint8)
     image.header.set_xyzt_units("mm", "sec")
     with atomic_path(path) as tmp:

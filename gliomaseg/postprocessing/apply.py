@@ -25,7 +25,7 @@ def _label_map_files(pred: Path) -> list[Path]:
 
 def _apply_to_file(path: Path, rules: PostprocessRules, out_dir: Path) -> Path:
     labels = load_label_map(path)
-    return save_label_map(rules.apply(labels.data), labels.affine, out_dir / path.name)
+    return save_label_map(rules.apply(labels.data), labels.affine, out_dir / path.name, labels.space)
 
 
 def apply_rules(rules: PostprocessRules, pred: Path | str, out_dir: Path | str, fail_fast: bool = False,

@@ -10,6 +10,7 @@ import torch
 
 from gliomaseg.config import PreprocessConfig
 from gliomaseg.io.cases import LoadedCase
+from gliomaseg.io.nifti import HeaderSpace
 from gliomaseg.preprocessing.brain_crop import Box, box_slices, brain_box, brain_mask, crop_to_brain
 from gliomaseg.preprocessing.intensity import clip_and_zscore
 from gliomaseg.preprocessing.resample import resize_image, resize_labels, resize_probabilities
@@ -22,17 +23,20 @@ class Geometry:
     native_shape: tuple[int, int, int]
     affine: np.ndarray  # (4, 4) native voxel-to-world
     box: Box  # brain box in native voxels
+    space: HeaderSpace | None = None  # the input's header matrices and codes (absent in older caches)
 
     @property
     def box_shape(self) -> tuple[int, int, int]:
         return tuple(b - a for a, b in self.box)  # type: ignore[return-value]
 
     def to_dict(self) -> dict:
-        return {"native_shape": list(self.native_shape), "affine": self.affine.tolist(), "box": [list(b) for b in self.box]}
+        data = {"native_shape": list(self.native_shape), "affine": self.affine.tolist(), "box": [list(b) for b in self.box]}
+        return data if self.space is None else {**data, "space": self.space.to_dict()}
 
     @classmethod
     def from_dict(cls, data: dict) -> Geometry:
-        return cls(tuple(data["native_shape"]), np.asarray(data["affine"], dtype=np.float64), tuple(tuple(b) for b in data["box"]))
+        space = HeaderSpace.from_dict(data["space"]) if "space" in data else None
+        return cls(tuple(data["native_shape"]), np.asarray(data["affine"], dtype=np.float64), tuple(tuple(b) for b in data["box"]), space)
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,7 @@ def preprocess_case(case: LoadedCase, config: PreprocessConfig) -> PreprocessedC
     if case.label is not None:
         native_crop = np.ascontiguousarray(crop_to_brain(case.label, box))
         label = resize_labels(native_crop, config.size).numpy()
-    geometry = Geometry(tuple(case.image.shape[1:]), case.affine, box)
+    geometry = Geometry(tuple(case.image.shape[1:]), case.affine, box, case.space)
     return PreprocessedCase(case.case_id, resized, label, geometry, native_crop)
 
 

@@ -30,6 +30,7 @@ from gliomaseg.data.splits import kfold_by_patient, load_split, save_split, spli
 from gliomaseg.errors import InputError
 from gliomaseg.io.atomic import remove_stale_temporaries
 from gliomaseg.labels import old_scheme_warning
+from gliomaseg.progress import progress
 from gliomaseg.evaluation.protocol import OFFICIAL
 from gliomaseg.postprocessing.rules import RULES_FILE, save_rules
 from gliomaseg.postprocessing.tuning import tune_rules
@@ -207,7 +208,7 @@ def _run_epoch(
     loss_fn: torch.nn.Module,
     device: torch.device,
     amp: bool,
-    progress: tqdm,
+    bar: tqdm,
 ) -> float:
     """One pass over ``loader``; returns this process's mean loss."""
     model.train()
@@ -222,7 +223,7 @@ def _run_epoch(
         scaler.step(optimizer)
         scaler.update()
         losses.append(float(loss.detach()))
-        progress.update(1)
+        bar.update(1)
     return sum(losses) / max(1, len(losses))
 
 
@@ -333,8 +334,9 @@ def train(
         # Rules tuned for an earlier end of this run would be applied to the new weights.
         (run_dir / RULES_FILE).unlink(missing_ok=True)
     try:
-        epoch_bar = tqdm(range(start_epoch, tc.epochs), desc="epochs", unit="epoch", disable=quiet, dynamic_ncols=True,
-                         initial=start_epoch, total=tc.epochs)
+        # In a log, one line per epoch: epochs take long enough that each is news.
+        epoch_bar = progress(range(start_epoch, tc.epochs), desc="epochs", unit="epoch", quiet=quiet, every_s=0,
+                             initial=start_epoch, total=tc.epochs)
         for epoch in epoch_bar:
             started = time.perf_counter()
             _seed_epoch(tc.seed + ctx.rank, epoch, transform)
@@ -342,7 +344,7 @@ def train(
             lr = schedule.lr(epoch)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            with tqdm(total=len(loader), desc=f"epoch {epoch + 1}", unit="batch", leave=False, disable=quiet, dynamic_ncols=True) as bar:
+            with progress(total=len(loader), desc=f"epoch {epoch + 1}", unit="batch", quiet=quiet, nested=True) as bar:
                 loss = _run_epoch(model, loader, optimizer, scaler, loss_fn, dev, tc.amp, bar)
             row = {"epoch": epoch + 1, "train_loss": mean_over_ranks(ctx, loss), "lr": lr, "seconds": time.perf_counter() - started}
             is_last = epoch + 1 == tc.epochs
@@ -370,7 +372,8 @@ def train(
                 write_history(history, run_dir / METRICS_FILE)
                 scalars.log(row)
             barrier(ctx)
-            epoch_bar.set_postfix(loss=f"{row['train_loss']:.3f}", val=f"{row.get('val_dice_mean', float('nan')):.3f}")
+            # refresh=False: the next epoch's update shows it, instead of a second line for this one
+            epoch_bar.set_postfix(loss=f"{row['train_loss']:.3f}", val=f"{row.get('val_dice_mean', float('nan')):.3f}", refresh=False)
             epoch += 1
         if tc.tune_postprocess and split["val"] and start_epoch < epoch == tc.epochs:
             if ctx.is_main:

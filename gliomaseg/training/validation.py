@@ -14,7 +14,7 @@ from gliomaseg.labels import REGIONS
 from gliomaseg.preprocessing.brain_crop import box_slices
 from gliomaseg.postprocessing.tuning import ValidationCase
 from gliomaseg.preprocessing.cache import CachedCase, read_cached_case
-from gliomaseg.preprocessing.pipeline import scores_to_native
+from gliomaseg.preprocessing.pipeline import Geometry, scores_to_native
 from gliomaseg.training.networks import predict_probabilities
 from gliomaseg.training.targets import Targets
 
@@ -31,9 +31,9 @@ def native_truth(case: CachedCase) -> np.ndarray | None:
 
 def predict_validation_cases(
     model: torch.nn.Module, cache_dir: Path | str, case_ids: list[str], targets: Targets, amp: bool = True
-) -> Iterator[tuple[ValidationCase, np.ndarray]]:
+) -> Iterator[tuple[ValidationCase, Geometry]]:
     """Each labelled cached case predicted by ``model`` on its native grid, with its truth and
-    spacing, and its affine (cases without a label are skipped)."""
+    spacing, and its geometry (cases without a label are skipped)."""
     model.eval()
     for case_id in case_ids:
         case = read_cached_case(Path(cache_dir) / case_id)
@@ -43,7 +43,7 @@ def predict_validation_cases(
         image = torch.from_numpy(np.asarray(case.image, dtype=np.float32))[None]
         probabilities = predict_probabilities(model, image, targets, amp=amp)[0].cpu()
         prediction = scores_to_native(probabilities, case.geometry, targets.decode)
-        yield ValidationCase(case_id, prediction, truth, spacing_from_affine(case.geometry.affine)), case.geometry.affine
+        yield ValidationCase(case_id, prediction, truth, spacing_from_affine(case.geometry.affine)), case.geometry
 
 
 def case_scores(
@@ -62,9 +62,9 @@ def case_scores(
     Cases without a label are skipped.
     """
     rows = []
-    for case, affine in predict_validation_cases(model, cache_dir, case_ids, targets, amp):
+    for case, geometry in predict_validation_cases(model, cache_dir, case_ids, targets, amp):
         if save_dir is not None:
-            save_label_map(case.prediction, affine, save_dir / f"{case.case_id}.nii.gz")
+            save_label_map(case.prediction, geometry.affine, save_dir / f"{case.case_id}.nii.gz", geometry.space)
         scores, _ = lesion_wise_scores(case.prediction, case.truth, case.spacing)
         rows.append({region: scores[region]["LesionWise_Score_Dice"] for region in REGIONS})
     return rows
