@@ -207,7 +207,7 @@ def _parse_shard(spec: str) -> tuple[int, int]:
 def predict_command(
     input_path: Annotated[Path, typer.Argument(help="One case folder or a folder of cases.")],
     out_dir: Path,
-    model: Annotated[Path, typer.Option("--model", "-m", help="Run folder or checkpoint.")],
+    model: Annotated[list[Path], typer.Option("--model", "-m", help="Run folder or checkpoint; repeat it to average several runs' probabilities (an ensemble).")],
     device: Optional[str] = None,
     tta: Annotated[bool, typer.Option(help="Average over the 8 axis flips.")] = False,
     overwrite: bool = False,
@@ -215,6 +215,7 @@ def predict_command(
     shard: Annotated[Optional[str], typer.Option(help="Only the i-th of n shares of the cases, as i/n (array jobs); under torchrun, one share per rank.")] = None,
     no_postprocess: Annotated[bool, typer.Option("--no-postprocess", help="Skip the run's post-processing rules (RUN/postprocess.json).")] = False,
     rules: Annotated[Optional[Path], typer.Option(help="Post-processing rules file to apply instead of the run's own.")] = None,
+    save_probabilities: Annotated[bool, typer.Option("--save-probabilities", help="Also write OUT_DIR/<case>.npz (native-grid probabilities) for `gliomaseg ensemble`.")] = False,
 ) -> None:
     """Segment cases; writes OUT_DIR/<case>.nii.gz on each input's own grid, post-processed by the run's tuned rules."""
     from gliomaseg.inference.predictor import predict
@@ -224,8 +225,25 @@ def predict_command(
     if shard is None:
         shard = f"{os.environ.get('RANK', '0')}/{os.environ.get('WORLD_SIZE', '1')}"
     report = predict(input_path, out_dir, model, device, tta, overwrite, fail_fast, _parse_shard(shard), _state["quiet"],
-                     rules or not no_postprocess)
+                     rules or not no_postprocess, save_probabilities)
     _finish(report, "predict")
+
+
+@app.command(name="ensemble")
+@handles_input_errors
+def ensemble_command(
+    folders: Annotated[list[Path], typer.Argument(help="Folders written by `predict --save-probabilities`, one per run.")],
+    out: Annotated[Path, typer.Option(help="Folder for the ensemble's <case>.nii.gz.")],
+    rules: Annotated[Optional[Path], typer.Option(help="Post-processing rules file to apply (none by default).")] = None,
+    overwrite: bool = False,
+    fail_fast: FailFast = False,
+) -> None:
+    """Average saved probabilities of several runs per case and write the label maps."""
+    from gliomaseg.inference.ensemble import ensemble_folders
+    from gliomaseg.postprocessing.rules import PostprocessRules, load_rules
+
+    report = ensemble_folders(folders, out, load_rules(rules) if rules else PostprocessRules(), overwrite, fail_fast, _state["quiet"])
+    _finish(report, "ensemble")
 
 
 @app.command(name="evaluate")

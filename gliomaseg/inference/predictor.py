@@ -6,7 +6,9 @@ and network), so a prediction is always made the way the model was trained.
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -18,10 +20,12 @@ from gliomaseg.batch import BatchReport, run_batch
 from gliomaseg.config import ExperimentConfig
 from gliomaseg.errors import InputError
 from gliomaseg.io.atomic import remove_stale_temporaries
-from gliomaseg.io.cases import LoadedCase, find_case_folders, load_case, read_case_folder
+from gliomaseg.inference.ensemble import PROBABILITIES_SUFFIX, SavedProbabilities, common_targets, mean_probabilities
+from gliomaseg.inference.ensemble import write_probabilities
+from gliomaseg.io.cases import NIFTI_SUFFIX, LoadedCase, find_case_folders, load_case, read_case_folder
 from gliomaseg.io.nifti import save_label_map
 from gliomaseg.postprocessing.rules import RULES_FILE, PostprocessRules, load_rules
-from gliomaseg.preprocessing.pipeline import preprocess_case, scores_to_native
+from gliomaseg.preprocessing.pipeline import native_scores, preprocess_case
 from gliomaseg.training.checkpoint import BEST, LAST, load_checkpoint
 from gliomaseg.training.networks import network_for, pick_device, predict_probabilities, ready_for_inference
 from gliomaseg.training.targets import Targets, targets_named
@@ -81,21 +85,51 @@ def load_model(model: Path | str, device: str | None = None, postprocess: bool |
     return LoadedModel(ready_for_inference(network, dev), config, path, rules)
 
 
-def predict_loaded_case(model: LoadedModel, case: LoadedCase, flip_tta: bool = False) -> np.ndarray:
-    """Native-grid label map (X, Y, Z) uint8 of one case already in memory, post-processed by the model's rules."""
+def native_probabilities(model: LoadedModel, case: LoadedCase, flip_tta: bool = False) -> torch.Tensor:
+    """(C, X, Y, Z) float32 probabilities of one run on the case's native grid, in its own targets."""
     prepared = preprocess_case(case, model.config.preprocess)
     image = torch.from_numpy(prepared.image)[None]
     probabilities = predict_probabilities(model.network, image, model.targets, flip_tta=flip_tta, amp=model.config.train.amp)[0]
-    return model.rules.apply(scores_to_native(probabilities.float().cpu(), prepared.geometry, model.targets.decode))
+    return native_scores(probabilities.float().cpu(), prepared.geometry, model.targets.outside)
+
+
+def ensemble_probabilities(models: Sequence[LoadedModel], case: LoadedCase, flip_tta: bool = False) -> tuple[Targets, torch.Tensor]:
+    """The mean native-grid probabilities of ``models`` (one or more runs) and the targets they are in."""
+    targets = common_targets([m.targets for m in models])
+    return targets, mean_probabilities(((m.targets, native_probabilities(m, case, flip_tta)) for m in models), targets)
+
+
+def ensemble_rules(models: Sequence[LoadedModel]) -> PostprocessRules:
+    """The runs' post-processing rules when they agree; none otherwise (rules tuned for one run
+    can hurt the mean of several: tune the ensemble's own with ``postprocess tune`` and pass ``--rules``)."""
+    rules = {json.dumps(m.rules.to_dict(), sort_keys=True) for m in models}
+    if len(rules) == 1:
+        return models[0].rules
+    log.warning("the runs have different post-processing rules; none applied to their ensemble (tune its own with "
+                "`gliomaseg postprocess tune` and pass --rules)")
+    return PostprocessRules()
+
+
+def predict_loaded_case(model: LoadedModel | Sequence[LoadedModel], case: LoadedCase, flip_tta: bool = False) -> np.ndarray:
+    """Native-grid label map (X, Y, Z) uint8 of one case already in memory: one run's, or the
+    ensemble's of several, post-processed by their rules."""
+    models = [model] if isinstance(model, LoadedModel) else list(model)
+    targets, probabilities = ensemble_probabilities(models, case, flip_tta)
+    return ensemble_rules(models).apply(targets.decode(probabilities).numpy())
 
 
 def output_path(out_dir: Path, case_id: str) -> Path:
-    return out_dir / f"{case_id}.nii.gz"
+    return out_dir / f"{case_id}{NIFTI_SUFFIX}"
 
 
-def _predict_folder(folder: Path, model: LoadedModel, out_dir: Path, flip_tta: bool) -> Path:
+def _predict_folder(folder: Path, models: Sequence[LoadedModel], rules: PostprocessRules, out_dir: Path, flip_tta: bool,
+                    save_probabilities: bool) -> Path:
     case = load_case(read_case_folder(folder), with_label=False)
-    label_map = predict_loaded_case(model, case, flip_tta)
+    targets, probabilities = ensemble_probabilities(models, case, flip_tta)
+    if save_probabilities:  # first: a case counts as done once its label map exists
+        saved = SavedProbabilities(targets, probabilities, case.affine, case.space)
+        write_probabilities(out_dir / f"{case.case_id}{PROBABILITIES_SUFFIX}", saved)
+    label_map = rules.apply(targets.decode(probabilities).numpy())
     return save_label_map(label_map, case.affine, output_path(out_dir, case.case_id), case.space)
 
 
@@ -109,7 +143,7 @@ def shard(items: list, index: int, count: int) -> list:
 def predict(
     input_path: Path | str,
     out_dir: Path | str,
-    model: Path | str | LoadedModel,
+    model: Path | str | LoadedModel | Sequence[Path | str | LoadedModel],
     device: str | None = None,
     flip_tta: bool = False,
     overwrite: bool = False,
@@ -117,27 +151,38 @@ def predict(
     shard_spec: tuple[int, int] = (0, 1),
     quiet: bool = False,
     postprocess: bool | Path | str = True,
+    save_probabilities: bool = False,
 ) -> BatchReport[Path]:
     """Predict one case folder or every case folder under ``input_path`` into ``out_dir``.
 
-    Writes ``<out_dir>/<case>.nii.gz`` (uint8, the input's grid and affine)
-    atomically; cases already predicted are skipped unless ``overwrite``. Bad
-    cases are reported and skipped unless ``fail_fast``. ``postprocess`` as in
-    :func:`load_model` (a LoadedModel keeps its own rules).
+    Writes ``<out_dir>/<case>.nii.gz`` (uint8, the input's grid and affine) atomically, and with
+    ``save_probabilities`` ``<out_dir>/<case>.npz`` (see :mod:`gliomaseg.inference.ensemble`);
+    cases already predicted are skipped unless ``overwrite``. Bad cases are reported and skipped
+    unless ``fail_fast``. Several models (run folders or checkpoints) are an ensemble: their
+    probabilities are averaged. ``postprocess`` as in :func:`load_model` (a LoadedModel keeps its
+    own rules; an ensemble's are :func:`ensemble_rules`).
     """
     out_dir = Path(out_dir)
     folders = shard(find_case_folders(input_path), *shard_spec)
-    loaded = model if isinstance(model, LoadedModel) else load_model(model, device, postprocess)
+    given = [model] if isinstance(model, (str, Path, LoadedModel)) else list(model)
+    models = [m if isinstance(m, LoadedModel) else load_model(m, device, postprocess) for m in given]
+    rules = ensemble_rules(models)
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out_dir, stems=[f.name.split(".")[0] for f in folders])  # as atomic_path names them
-    todo = [f for f in folders if overwrite or not output_path(out_dir, f.name).exists()]
+
+    def finished(folder: Path) -> bool:
+        wanted = [output_path(out_dir, folder.name)] + ([out_dir / f"{folder.name}{PROBABILITIES_SUFFIX}"] if save_probabilities else [])
+        return all(path.exists() for path in wanted)
+
+    todo = [f for f in folders if overwrite or not finished(f)]
     skipped = len(folders) - len(todo)
     if skipped:
         log.info("skipping %d case(s) already predicted in %s", skipped, out_dir)
     report = run_batch(
         todo,
         name=lambda f: f.name,
-        work=partial(_predict_folder, model=loaded, out_dir=out_dir, flip_tta=flip_tta),
+        work=partial(_predict_folder, models=models, rules=rules, out_dir=out_dir, flip_tta=flip_tta,
+                     save_probabilities=save_probabilities),
         desc="predict",
         fail_fast=fail_fast,
         quiet=quiet,

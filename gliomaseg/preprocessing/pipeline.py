@@ -83,6 +83,15 @@ def scores_to_native(
     return native
 
 
+def native_scores(scores: torch.Tensor, geometry: Geometry, outside: tuple[float, ...]) -> torch.Tensor:
+    """Network-grid scores (K, *size) -> (K, X, Y, Z) float32 scores on the native grid: resized
+    trilinearly to the brain box, ``outside`` (one value per channel) everywhere else. Unlike
+    :func:`scores_to_native` nothing is decided yet, so scores of several models can be averaged."""
+    native = torch.tensor(outside, dtype=torch.float32).view(-1, 1, 1, 1).repeat(1, *geometry.native_shape)
+    native[(slice(None), *box_slices(geometry.box))] = resize_probabilities(scores, geometry.box_shape).float()
+    return native
+
+
 def labels_to_native(label: np.ndarray, geometry: Geometry, num_classes: int) -> np.ndarray:
     """Network-grid labels (*size) -> native label map, through one-hot scores."""
     one_hot = torch.nn.functional.one_hot(torch.as_tensor(label, dtype=torch.long), num_classes)

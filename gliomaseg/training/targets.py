@@ -50,6 +50,18 @@ class Targets:
             return F.binary_cross_entropy_with_logits(logits, self.encode(label))
         return F.cross_entropy(logits, label[:, 0].long())
 
+    @property
+    def outside(self) -> tuple[float, ...]:
+        """Probabilities of a voxel known to be background (outside the brain box)."""
+        return (1.0,) + (0.0,) * (self.channels - 1) if not self.is_regions else (0.0,) * self.channels
+
+    def as_regions(self, probabilities: torch.Tensor) -> torch.Tensor:
+        """(C, ...) probabilities -> (len(TRAINING_REGIONS), ...) region probabilities: a region's
+        is the sum of its labels' (exact for softmax outputs), so label- and region-based runs can be averaged."""
+        if self.is_regions:
+            return probabilities
+        return torch.stack([probabilities[list(values)].sum(dim=0) for values in TRAINING_REGIONS.values()])
+
     def decode(self, probabilities: torch.Tensor) -> torch.Tensor:
         """(C, ...) probabilities -> (...) uint8 label map."""
         if not self.is_regions:
