@@ -165,6 +165,8 @@ def train_command(
     resume: bool = False,
     dropout: Annotated[Optional[float], typer.Option(help="Dropout probability of every dropout layer (VNet3d: its skip connections).")] = None,
     no_augment: Annotated[bool, typer.Option("--no-augment", help="Train without augmentation.")] = False,
+    modality_dropout: Annotated[Optional[float], typer.Option(min=0.0, max=0.9, help="Each training sample loses each sequence with this "
+                                                              "probability (never all four), so the model can predict cases missing some. Default 0.")] = None,
     no_amp: Annotated[bool, typer.Option("--no-amp", help="Full precision on CUDA.")] = False,
     sync_bn: Annotated[bool, typer.Option("--sync-bn/--no-sync-bn", help="Under torchrun on GPUs: BatchNorm statistics over all processes.")] = True,
     compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the network (worth it on GPUs for long runs).")] = False,
@@ -180,7 +182,8 @@ def train_command(
         preprocess=preprocess_config_for(data, size, label_scheme, preset),
         train=train_config_for(
             preset, model=model, targets=targets, dropout=dropout, epochs=epochs, batch_size=batch_size, lr=lr,
-            optimizer=optimizer, repeats=repeats, augment=False if no_augment else None, val_fraction=val_fraction,
+            optimizer=optimizer, repeats=repeats, augment=False if no_augment else None, modality_dropout=modality_dropout,
+            val_fraction=val_fraction,
             folds=folds, fold=fold, val_every=val_every, seed=seed, deterministic=deterministic,
             amp=False if no_amp else None, sync_batchnorm=sync_bn, compile=compile_model, num_workers=workers,
             tune_postprocess=tune_postprocess,

@@ -40,6 +40,7 @@ class TrainConfig:
     weight_decay: float = 1e-2
     repeats: int = 5  # times each training case is seen per epoch, each with its own augmentation
     augment: bool = True
+    modality_dropout: float = 0.0  # each sample loses each sequence with this probability (never all): predicts without some
     val_fraction: float = 0.2  # used when folds < 2
     folds: int = 0  # >= 2: k-fold cross-validation by patient, training fold ``fold``
     fold: int = 0

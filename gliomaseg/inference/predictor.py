@@ -19,7 +19,7 @@ import torch
 from gliomaseg.batch import BatchReport, run_batch
 from gliomaseg.config import ExperimentConfig
 from gliomaseg.errors import InputError
-from gliomaseg.io.atomic import remove_stale_temporaries
+from gliomaseg.io.atomic import remove_stale_temporaries, write_text_atomic
 from gliomaseg.inference.ensemble import PROBABILITIES_SUFFIX, SavedProbabilities, common_targets, mean_probabilities
 from gliomaseg.inference.ensemble import write_probabilities
 from gliomaseg.io.cases import NIFTI_SUFFIX, LoadedCase, find_case_folders, load_case, read_case_folder
@@ -122,9 +122,32 @@ def output_path(out_dir: Path, case_id: str) -> Path:
     return out_dir / f"{case_id}{NIFTI_SUFFIX}"
 
 
+def missing_sequences_path(out_dir: Path, case_id: str) -> Path:
+    """The sidecar that says which sequences a prediction was made without."""
+    return out_dir / f"{case_id}.missing.json"
+
+
+def accepts_missing_sequences(models: Sequence[LoadedModel]) -> bool:
+    """Only models trained with modality dropout have seen zeros where a sequence was."""
+    return all(m.config.train.modality_dropout > 0 for m in models)
+
+
+def _record_missing(case: LoadedCase, models: Sequence[LoadedModel], out_dir: Path) -> None:
+    sidecar = missing_sequences_path(out_dir, case.case_id)
+    if not case.missing:
+        sidecar.unlink(missing_ok=True)  # left by an earlier prediction of an incomplete version of this case
+        return
+    log.warning("%s: no %s; zero-filled (the model was trained with modality dropout %s)", case.case_id, ", ".join(case.missing),
+                "/".join(f"{m.config.train.modality_dropout:g}" for m in models))
+    record = {"case": case.case_id, "missing_modalities": list(case.missing), "zero_filled": True,
+              "models": [str(m.checkpoint) for m in models]}
+    write_text_atomic(sidecar, json.dumps(record, indent=2) + "\n")
+
+
 def _predict_folder(folder: Path, models: Sequence[LoadedModel], rules: PostprocessRules, out_dir: Path, flip_tta: bool,
                     save_probabilities: bool) -> Path:
-    case = load_case(read_case_folder(folder), with_label=False)
+    case = load_case(read_case_folder(folder, allow_missing=accepts_missing_sequences(models)), with_label=False)
+    _record_missing(case, models, out_dir)
     targets, probabilities = ensemble_probabilities(models, case, flip_tta)
     if save_probabilities:  # first: a case counts as done once its label map exists
         saved = SavedProbabilities(targets, probabilities, case.affine, case.space)

@@ -26,12 +26,17 @@ class Case:
 
     case_id: str
     folder: Path
-    images: dict[str, Path]
+    images: dict[str, Path]  # every modality, unless read with allow_missing
     seg: Path | None
 
     @property
     def patient_id(self) -> str:
         return patient_id(self.case_id)
+
+    @property
+    def missing(self) -> tuple[str, ...]:
+        """Modalities this case lacks (only a folder read with ``allow_missing`` can lack any)."""
+        return tuple(m for m in MODALITIES if m not in self.images)
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,7 @@ class LoadedCase:
     affine: np.ndarray
     spacing: tuple[float, float, float]
     space: HeaderSpace | None = None  # the first modality's header matrices, for writing results placed like it
+    missing: tuple[str, ...] = ()  # modalities the folder lacked, zeros in ``image`` (read with allow_missing)
 
 
 def patient_id(case_id: str) -> str:
@@ -58,10 +64,11 @@ def timepoint(case_id: str) -> int:
     return int(match.group("timepoint")) if match else 0
 
 
-def read_case_folder(folder: Path | str, require_seg: bool = False) -> Case:
+def read_case_folder(folder: Path | str, require_seg: bool = False, allow_missing: bool = False) -> Case:
     """Check a case folder's file names and return its paths.
 
-    Raises InputError for a missing or extra modality, or files that do not carry the folder's name.
+    Raises InputError for a missing (unless ``allow_missing`` and at least one is there) or extra
+    modality, or files that do not carry the folder's name.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -81,11 +88,11 @@ def read_case_folder(folder: Path | str, require_seg: bool = False) -> Case:
             raise InputError(path, f"unexpected extra modality '{suffix}' (expected {', '.join(MODALITIES)}, seg)")
         found[suffix] = path
     missing = [m for m in MODALITIES if m not in found]
-    if missing:
+    if missing and (not allow_missing or len(missing) == len(MODALITIES)):
         raise InputError(folder / f"{case_id}-{missing[0]}{NIFTI_SUFFIX}", f"missing modality {', '.join(missing)}")
     if require_seg and SEG_SUFFIX not in found:
         raise InputError(folder / f"{case_id}-{SEG_SUFFIX}{NIFTI_SUFFIX}", "missing segmentation (needed for training)")
-    return Case(case_id, folder, {m: found[m] for m in MODALITIES}, found.get(SEG_SUFFIX))
+    return Case(case_id, folder, {m: found[m] for m in MODALITIES if m in found}, found.get(SEG_SUFFIX))
 
 
 def _looks_like_case(folder: Path) -> bool:
@@ -124,13 +131,15 @@ def _check_same_grid(reference: Volume, other: Volume) -> None:
 def load_case(case: Case, with_label: bool = True, label_scheme: str = DEFAULT_LABEL_SCHEME) -> LoadedCase:
     """Load and cross-check all of a case's volumes (same shape and affine, finite, 3D);
     the label map is read in ``label_scheme`` and held as 2024 labels."""
-    volumes = [load_image(case.images[m]) for m in MODALITIES]
-    for volume in volumes[1:]:
-        _check_same_grid(volumes[0], volume)
+    volumes = {m: load_image(path) for m, path in case.images.items()}
+    reference = next(iter(volumes.values()))
+    for volume in volumes.values():
+        _check_same_grid(reference, volume)
     label = None
     if with_label and case.seg is not None:
         seg = load_label_map(case.seg, label_scheme)
-        _check_same_grid(volumes[0], seg)
+        _check_same_grid(reference, seg)
         label = seg.data
-    image = np.stack([v.data for v in volumes])
-    return LoadedCase(case.case_id, image, label, volumes[0].affine, volumes[0].spacing, volumes[0].space)
+    # A missing sequence is zeros: after normalisation, what modality dropout trained the model on.
+    image = np.stack([volumes[m].data if m in volumes else np.zeros_like(reference.data) for m in MODALITIES])
+    return LoadedCase(case.case_id, image, label, reference.affine, reference.spacing, reference.space, case.missing)

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from gliomaseg.batch import BatchReport, run_batch
-from gliomaseg.io.cases import find_case_folders, load_case, patient_id, read_case_folder
+from gliomaseg.errors import InputError
+from gliomaseg.io.cases import NIFTI_SUFFIX, find_case_folders, load_case, patient_id, read_case_folder
 from gliomaseg.labels import DEFAULT_LABEL_SCHEME, LABELS, old_scheme_warning
 from gliomaseg.preprocessing.brain_crop import brain_box, brain_mask
 
@@ -28,11 +29,13 @@ class CaseStats:
     spacing: tuple[float, float, float]
     brain_box: tuple[int, int, int]
     label_ml: dict[str, float] | None  # label name -> volume in mL; None without a label map
+    missing: tuple[str, ...] = ()  # sequences the folder lacks
 
 
 def case_statistics(folder: Path, label_scheme: str = DEFAULT_LABEL_SCHEME) -> CaseStats:
-    """Validate one case folder (raises InputError) and measure it; labels are read in ``label_scheme``."""
-    case = load_case(read_case_folder(folder), label_scheme=label_scheme)
+    """Validate one case folder (raises InputError) and measure it; labels are read in ``label_scheme``.
+    A folder that lacks some (not all) sequences is measured too, its ``missing`` says which."""
+    case = load_case(read_case_folder(folder, allow_missing=True), label_scheme=label_scheme)
     box = brain_box(brain_mask(case.image))
     volumes = None
     if case.label is not None:
@@ -40,7 +43,7 @@ def case_statistics(folder: Path, label_scheme: str = DEFAULT_LABEL_SCHEME) -> C
         counts = np.bincount(case.label.ravel(), minlength=len(LABELS))
         volumes = {LABELS[k]: float(counts[k] * voxel_ml) for k in LABELS if k}
     return CaseStats(
-        case.case_id, tuple(case.image.shape[1:]), case.spacing, tuple(b - a for a, b in box), volumes  # type: ignore[arg-type]
+        case.case_id, tuple(case.image.shape[1:]), case.spacing, tuple(b - a for a, b in box), volumes, case.missing  # type: ignore[arg-type]
     )
 
 
@@ -51,8 +54,16 @@ def check_dataset(
 
     Warns (one line) when the label maps look like the pre-2023 scheme but are read as 2024 labels.
     """
-    report = run_batch(find_case_folders(data_dir), name=lambda f: f.name, work=partial(case_statistics, label_scheme=label_scheme),
+    folders = find_case_folders(data_dir)
+    report = run_batch(folders, name=lambda f: f.name, work=partial(case_statistics, label_scheme=label_scheme),
                        workers=workers, desc="check", quiet=quiet)
+    # Incomplete cases fail the check (train and preprocess refuse them) but keep their statistics.
+    for folder in folders:
+        stats = report.results.get(folder.name)
+        if stats and stats.missing:
+            error = InputError(folder / f"{folder.name}-{stats.missing[0]}{NIFTI_SUFFIX}", f"missing modality {', '.join(stats.missing)}")
+            log.error("%s", error)
+            report.failures[folder.name] = str(error)
     present = {k for s in report.results.values() if s.label_ml for k, name in LABELS.items() if k and s.label_ml[name] > 0}
     warning = old_scheme_warning(present, label_scheme)
     if warning:
@@ -63,6 +74,7 @@ def check_dataset(
 def format_report(report: BatchReport[CaseStats]) -> str:
     """Per-case table and dataset summary, as printed by ``gliomaseg check``."""
     stats = [report.results[k] for k in sorted(report.results)]
+    incomplete = {s.case_id: s.missing for s in stats if s.missing}
     names = [LABELS[k] for k in LABELS if k]
     lines = [f"{'case':<24} {'shape':<13} {'spacing':<15} {'brain box':<13} " + " ".join(f"{n + ' mL':>9}" for n in names)]
     for s in stats:
@@ -75,7 +87,8 @@ def format_report(report: BatchReport[CaseStats]) -> str:
         boxes = np.array([s.brain_box for s in stats])
         lines.append("")
         lines.append(f"cases: {len(stats)}   patients: {len({patient_id(s.case_id) for s in stats})}   "
-                     f"with labels: {sum(s.label_ml is not None for s in stats)}   failed: {len(report.failures)}")
+                     f"with labels: {sum(s.label_ml is not None for s in stats)}   incomplete: {len(incomplete)}   "
+                     f"failed: {len(report.failures) - len(incomplete)}")
         lines.append(f"grids: {', '.join(sorted({'x'.join(map(str, s.shape)) for s in stats}))}")
         lines.append(f"brain box mean {'x'.join(f'{v:.0f}' for v in boxes.mean(0))}  max {'x'.join(map(str, boxes.max(0)))}")
         labelled = [s for s in stats if s.label_ml]
@@ -84,6 +97,9 @@ def format_report(report: BatchReport[CaseStats]) -> str:
             if values:
                 present = sum(v > 0 for v in values)
                 lines.append(f"{name:<5} mean {np.mean(values):8.1f} mL   median {np.median(values):8.1f} mL   present in {present}/{len(values)} cases")
-    for case_id, message in sorted(report.failures.items()):
-        lines.append(f"FAILED {case_id}: {message}")
+    if incomplete:
+        lines.append("incomplete cases lack sequences: not for training, but `predict` segments them with a model "
+                     "trained with --modality-dropout")
+        lines.extend(f"INCOMPLETE {case_id}: no {', '.join(missing)}" for case_id, missing in incomplete.items())
+    lines.extend(f"FAILED {case_id}: {message}" for case_id, message in sorted(report.failures.items()) if case_id not in incomplete)
     return "\n".join(lines)

@@ -36,7 +36,7 @@ from gliomaseg.postprocessing.rules import RULES_FILE, save_rules
 from gliomaseg.postprocessing.tuning import tune_rules
 from gliomaseg.preprocessing.cache import cache_config, cached_label_values, is_cache, labelled_case_ids, preprocess_dataset
 from gliomaseg.training.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
-from gliomaseg.training.dataset import CachedCaseDataset, training_augmentation
+from gliomaseg.training.dataset import CachedCaseDataset, training_transform
 from gliomaseg.training.history import TensorBoardScalars, read_history, write_history
 from gliomaseg.training.distributed import (
     DistributedContext,
@@ -318,7 +318,7 @@ def train(
     scaler = torch.amp.GradScaler(dev.type, enabled=tc.amp and dev.type == "cuda" and not torch.cuda.is_bf16_supported())
     history = [row for row in read_history(run_dir / METRICS_FILE) if row["epoch"] <= start_epoch]
 
-    transform = training_augmentation() if tc.augment else None
+    transform = training_transform(tc.augment, tc.modality_dropout)
     dataset = CachedCaseDataset(cache_dir, split["train"], repeats=tc.repeats, transform=transform)
     # One sampler in every mode: rank r of N takes every N-th sample of the epoch's
     # permutation, so N processes with batch B see exactly what one process with batch N*B sees.
