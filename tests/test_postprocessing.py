@@ -63,6 +63,19 @@ def test_small_enhancing_components_become_core_and_small_cavities_go():
     assert np.array_equal(cleaned, _tumour())  # the big enhancing part and cavity stay
 
 
+def test_holes_in_the_core_become_core_but_a_cavity_inside_it_stays():
+    labels = _tumour()
+    labels[14:16, 14:16, 10:12] = 0  # a gap enclosed by core
+    labels[11:13, 11:13, 16:18] = 2  # oedema enclosed by core
+    labels[14:16, 14:16, 14:16] = 4  # a cavity inside the enhancing part
+    filled = PostprocessRules(fill_core_holes=1).apply(labels)
+    assert (filled[14:16, 14:16, 10:12] == 1).all() and (filled[11:13, 11:13, 16:18] == 1).all()
+    assert (filled[14:16, 14:16, 14:16] == 4).all()
+    changed = filled != labels
+    assert changed.sum() == 16  # nothing else: oedema around the core is not enclosed by it
+    assert not PostprocessRules(fill_core_holes=0).apply(labels).__ne__(labels).any()
+
+
 def test_rules_files_round_trip_and_bad_ones_are_refused(tmp_path):
     rules = PostprocessRules(tumour_min_voxels=250, et_min_voxels=25)
     path = save_rules(rules, tmp_path / "rules.json", {"cases": 3})
@@ -70,6 +83,7 @@ def test_rules_files_round_trip_and_bad_ones_are_refused(tmp_path):
     assert json.loads(path.read_text())["tuned_on"] == {"cases": 3}
     for text, message in [('{"rules": {"tumor_min": 3}}', "unknown post-processing rule(s): tumor_min"),
                           ('{"rules": {"et_min_voxels": -1}}', "must be whole numbers >= 0"),
+                          ('{"rules": {"fill_core_holes": 2}}', "must be 0 (off) or 1 (on)"),
                           ('{"rules": [', "not valid JSON"), ('{"tumour_min_voxels": 3}', 'expected {"rules"')]:
         (tmp_path / "bad.json").write_text(text)
         with pytest.raises(InputError, match=re.escape(message)):
@@ -133,7 +147,7 @@ def test_apply_refuses_bad_rules_and_its_own_input_folder(tmp_path):
     result = runner.invoke(app, ["-q", "postprocess", "apply", str(tmp_path / "bad.json"), "--pred", str(pred), "--out", str(tmp_path / "o")])
     assert result.exit_code == 1
     assert result.output.strip() == f"error: {tmp_path / 'bad.json'}: unknown post-processing rule(s): size (known: " \
-                                    "et_min_voxels, rc_min_voxels, tumour_keep_largest, tumour_min_voxels)"
+                                    "et_min_voxels, fill_core_holes, rc_min_voxels, tumour_keep_largest, tumour_min_voxels)"
     assert not (tmp_path / "o").exists()
     save_rules(PostprocessRules(tumour_min_voxels=5), tmp_path / "rules.json")
     result = runner.invoke(app, ["-q", "postprocess", "apply", str(tmp_path / "rules.json"), "--pred", str(pred), "--out", str(pred)])

@@ -16,6 +16,7 @@ from typing import Any
 
 import cc3d
 import numpy as np
+from scipy import ndimage
 
 from gliomaseg.errors import InputError
 from gliomaseg.io.atomic import write_text_atomic
@@ -37,6 +38,7 @@ class PostprocessRules:
 
     tumour_min_voxels: int = 0  # whole-tumour (labels 1-3) components smaller than this are erased
     tumour_keep_largest: int = 0  # then only the k largest whole-tumour components are kept (0: all)
+    fill_core_holes: int = 0  # 1: background or SNFH enclosed by the core (NETC + ET) becomes NETC; cavities stay
     et_min_voxels: int = 0  # ET components smaller than this become NETC: a speck of enhancement is usually core
     rc_min_voxels: int = 0  # resection-cavity components smaller than this are erased
 
@@ -49,6 +51,10 @@ class PostprocessRules:
             tumour = np.isin(out, REGIONS["WT"])
         if self.tumour_keep_largest and tumour.any():
             out[tumour & (cc3d.largest_k(tumour, self.tumour_keep_largest, connectivity=CONNECTIVITY) == 0)] = 0
+        if self.fill_core_holes:
+            core = np.isin(out, REGIONS["TC"])
+            # A cavity inside an enhancing rim is the typical post-operative picture, not a hole.
+            out[ndimage.binary_fill_holes(core) & ~core & (out != RC)] = NETC
         _replace_small(out, ET, self.et_min_voxels, NETC)
         _replace_small(out, RC, self.rc_min_voxels, 0)
         return out
@@ -69,6 +75,8 @@ class PostprocessRules:
         bad = [k for k, v in values.items() if not isinstance(v, int) or isinstance(v, bool) or v < 0]
         if bad:
             raise InputError(source, f"rule(s) {', '.join(bad)} must be whole numbers >= 0")
+        if values.get("fill_core_holes", 0) > 1:
+            raise InputError(source, "rule fill_core_holes must be 0 (off) or 1 (on)")
         return cls(**values)
 
 
