@@ -323,6 +323,7 @@ def show(
     pred: Annotated[Path, typer.Option(help="Predicted label map (.nii.gz).")],
     out: Annotated[Optional[Path], typer.Option(help="PNG to write (default: <case>.png beside the prediction).")] = None,
     modality: str = "t2f",
+    label_scheme: LabelScheme = "brats2024",
 ) -> None:
     """Draw ground truth (left) beside prediction (right) in three planes through the lesion."""
     from gliomaseg.io.cases import load_case, read_case_folder
@@ -332,7 +333,7 @@ def show(
 
     if modality not in MODALITIES:
         raise typer.BadParameter(f"--modality must be one of {', '.join(MODALITIES)}")
-    case = load_case(read_case_folder(case_dir))
+    case = load_case(read_case_folder(case_dir), label_scheme=label_scheme)
     prediction = load_label_map(pred)
     if prediction.data.shape != case.image.shape[1:]:
         raise InputError(pred, f"shape {prediction.data.shape} differs from the case's {case.image.shape[1:]}")
@@ -348,11 +349,13 @@ def report(
     out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write.")] = Path("report.html"),
     data: Annotated[Optional[list[Path]], typer.Option(help="Case folders (for overlays); default SOURCE/data/*.")] = None,
     pred: Annotated[Optional[Path], typer.Option(help="Predictions folder; default SOURCE/predictions.")] = None,
+    label_scheme: Annotated[str, typer.Option(help=f"How the case folders' -seg files are written: {_SCHEMES}.",
+                                              callback=_known_label_scheme)] = "brats2024",
 ) -> None:
     """Write one self-contained HTML report: curves, sortable metrics, overlays, volumes over time."""
     from gliomaseg.report.html_report import build_report
 
-    typer.echo(str(build_report(source, out, data, pred)))
+    typer.echo(str(build_report(source, out, data, pred, label_scheme=label_scheme)))
 
 
 @app.command()

@@ -96,3 +96,26 @@ def test_train_warns_and_learns_the_old_scheme_as_2024_labels(old_scheme_dir, tm
     cache = tmp_path / "b" / "cache"
     values = set().union(*(np.unique(np.load(case / "label.npy")).tolist() for case in cache.iterdir() if case.is_dir()))
     assert 3 in values and 4 not in values  # enhancing tumour learned as ET, never as a cavity
+
+
+def test_show_and_report_read_the_ground_truth_in_its_scheme(tmp_path, old_scheme_dir, synthetic_dir):
+    runner = CliRunner()
+    old_case, new_case = sorted(old_scheme_dir.iterdir())[0], sorted(synthetic_dir.iterdir())[0]
+    pred = tmp_path / "pred.nii.gz"
+    shutil.copy(new_case / f"{new_case.name}-seg.nii.gz", pred)
+    show = ["-q", "show", "--pred", str(pred), "--out", str(tmp_path / "x.png"), "--label-scheme", "brats2021"]
+    assert runner.invoke(app, [*show, str(old_case)]).exit_code == 0
+    result = runner.invoke(app, [*show, str(new_case)])  # 2024 labels have a 3, which brats2021 does not
+    assert result.exit_code == 1 and "values outside the brats2021 scheme" in result.output
+
+    source = tmp_path / "source"
+    shutil.copytree(synthetic_dir, source / "data" / "cases")
+    (source / "predictions").mkdir()
+    for case in (source / "data" / "cases").iterdir():
+        shutil.copy(case / f"{case.name}-seg.nii.gz", source / "predictions" / f"{case.name}.nii.gz")
+    assert runner.invoke(app, ["-q", "evaluate", "--pred", str(source / "predictions"), "--gt", str(source / "data" / "cases"),
+                               "--out", str(source / "evaluation.csv")]).exit_code == 0
+    report = ["-q", "report", str(source), "--out", str(tmp_path / "r.html")]
+    assert runner.invoke(app, report).exit_code == 0
+    result = runner.invoke(app, [*report, "--label-scheme", "brats2021"])
+    assert result.exit_code == 1 and "values outside the brats2021 scheme" in result.output

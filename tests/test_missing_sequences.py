@@ -13,6 +13,7 @@ from gliomaseg.cli import app
 from gliomaseg.inference.predictor import load_model, missing_sequences_path
 from gliomaseg.io.cases import load_case, read_case_folder
 from gliomaseg.errors import InputError
+from gliomaseg.labels import MODALITIES
 from gliomaseg.training.dataset import RandModalityDropoutd, training_transform
 
 
@@ -55,15 +56,16 @@ def dropout_run(trained_run, tmp_path_factory):
     return run
 
 
-def test_a_dropout_model_predicts_without_a_sequence_and_says_so(dropout_run, case_copy, tmp_path):
+@pytest.mark.parametrize("modality", MODALITIES)
+def test_a_dropout_model_predicts_without_any_one_sequence_and_says_so(modality, dropout_run, case_copy, tmp_path):
     assert load_model(dropout_run, "cpu").config.train.modality_dropout == 0.35
-    (case_copy / f"{case_copy.name}-t1c.nii.gz").unlink()
+    (case_copy / f"{case_copy.name}-{modality}.nii.gz").unlink()
     out = tmp_path / "pred"
     result = CliRunner().invoke(app, ["predict", str(case_copy.parent), str(out), "--model", str(dropout_run)])
     assert result.exit_code == 0, result.output
     assert (out / f"{case_copy.name}.nii.gz").exists()
-    assert json.loads(missing_sequences_path(out, case_copy.name).read_text())["missing_modalities"] == ["t1c"]
-    assert f"{case_copy.name}: no t1c; zero-filled" in result.output
+    assert json.loads(missing_sequences_path(out, case_copy.name).read_text())["missing_modalities"] == [modality]
+    assert f"{case_copy.name}: no {modality}; zero-filled" in result.output
 
 
 def test_check_lists_incomplete_cases_apart(case_copy):

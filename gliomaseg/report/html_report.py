@@ -24,7 +24,7 @@ from gliomaseg.errors import InputError
 from gliomaseg.io.atomic import write_text_atomic
 from gliomaseg.io.cases import Case, discover_cases, load_case, patient_id, timepoint
 from gliomaseg.io.nifti import load_label_map
-from gliomaseg.labels import LABEL_COLOURS, LABELS, REGIONS
+from gliomaseg.labels import DEFAULT_LABEL_SCHEME, LABEL_COLOURS, LABELS, REGIONS
 from gliomaseg.training.history import read_history
 from gliomaseg.visualization.curves import training_curves_figure
 from gliomaseg.visualization.figures import figure_png, plt
@@ -121,7 +121,7 @@ def _metrics_section(evaluation: dict[str, dict[str, dict[str, float]]]) -> str:
     )
 
 
-def _ranked_overlays(evaluation: dict[str, dict[str, dict[str, float]]], inputs: ReportInputs) -> str:
+def _ranked_overlays(evaluation: dict[str, dict[str, dict[str, float]]], inputs: ReportInputs, label_scheme: str) -> str:
     ranked = sorted(evaluation, key=lambda c: evaluation[c]["WT"]["LesionWise_Score_Dice"])
     if not ranked or inputs.predictions is None:
         return ""
@@ -132,7 +132,7 @@ def _ranked_overlays(evaluation: dict[str, dict[str, dict[str, float]]], inputs:
         pred_path = inputs.predictions / f"{case_id}.nii.gz"
         if case is None or not pred_path.exists():
             continue
-        loaded = load_case(case)
+        loaded = load_case(case, label_scheme=label_scheme)
         score = evaluation[case_id]["WT"]["LesionWise_Score_Dice"]
         fig = overlay_figure(loaded.image, load_label_map(pred_path).data, ground_truth=loaded.label, title=f"{kind}: {case_id} (WT Dice {score:.3f})")
         parts.append(f'<figure>{_png_tag(figure_png(fig), case_id)}<figcaption>{kind} case by WT lesion-wise Dice</figcaption></figure>')
@@ -228,9 +228,11 @@ document.querySelectorAll('table.sortable th').forEach(function(th, index){
 
 
 def build_report(
-    source: Path | str, out: Path | str, data_dirs: list[Path] | None = None, predictions: Path | None = None, title: str = "gliomaseg report"
+    source: Path | str, out: Path | str, data_dirs: list[Path] | None = None, predictions: Path | None = None, title: str = "gliomaseg report",
+    label_scheme: str = DEFAULT_LABEL_SCHEME,
 ) -> Path:
-    """Write the self-contained HTML report for ``source`` to ``out`` (atomically)."""
+    """Write the self-contained HTML report for ``source`` to ``out`` (atomically); the case
+    folders' ground truths are read in ``label_scheme``."""
     source = Path(source)
     inputs = find_inputs(source, [Path(d) for d in data_dirs] if data_dirs else None, Path(predictions) if predictions else None)
     sections = []
@@ -239,7 +241,7 @@ def build_report(
     if inputs.evaluation_csv:
         evaluation = _read_evaluation(inputs.evaluation_csv)
         sections.append(_metrics_section(evaluation))
-        sections.append(_ranked_overlays(evaluation, inputs))
+        sections.append(_ranked_overlays(evaluation, inputs, label_scheme))
     volumes = _volumes(inputs)
     sections.append(_volumes_section(volumes))
     sections.append(_longitudinal_section(volumes))
