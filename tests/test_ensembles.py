@@ -69,7 +69,7 @@ def test_saved_probabilities_ensemble_later_as_predict_does_now(trained_run, reg
     assert result.exit_code == 0, result.output
     for case in discover_cases(EXAMPLES):
         saved = read_probabilities(tmp_path / "a" / f"{case.case_id}.npz")
-        reference = nib.load(case.images["t1n"])
+        reference = nib.load(case.images["t1c"])  # what results are placed and headed like
         assert saved.targets == LABELS and saved.probabilities.shape == (5, *reference.shape)
         assert torch.allclose(saved.probabilities.sum(0), torch.ones(reference.shape), atol=5e-3)  # softmax, float16
         # float16 (as nnU-Net v1 saved softmax): labels agree but for near-ties of this barely trained model

@@ -48,8 +48,12 @@ class LoadedCase:
     label: np.ndarray | None
     affine: np.ndarray
     spacing: tuple[float, float, float]
-    space: HeaderSpace | None = None  # the first modality's header matrices, for writing results placed like it
+    space: HeaderSpace | None = None  # the reference sequence's header matrices, for writing results placed like it
     missing: tuple[str, ...] = ()  # modalities the folder lacked, zeros in ``image`` (read with allow_missing)
+
+
+REFERENCE_MODALITY = "t1c"
+"""The sequence whose grid, affine and header codes a case's results carry (the first present one if it is missing)."""
 
 
 def patient_id(case_id: str) -> str:
@@ -132,7 +136,8 @@ def load_case(case: Case, with_label: bool = True, label_scheme: str = DEFAULT_L
     """Load and cross-check all of a case's volumes (same shape and affine, finite, 3D);
     the label map is read in ``label_scheme`` and held as 2024 labels."""
     volumes = {m: load_image(path) for m, path in case.images.items()}
-    reference = next(iter(volumes.values()))
+    # t1c is what BraTS registers the other sequences to: results are placed (and headed) like it.
+    reference = volumes.get(REFERENCE_MODALITY) or next(iter(volumes.values()))
     for volume in volumes.values():
         _check_same_grid(reference, volume)
     label = None
