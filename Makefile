@@ -24,7 +24,8 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
-# All benchmarks (about 3 hours on 2 cores: bench_learning.py, four networks x two targets, and
+# All benchmarks (about 4 hours on 2 cores: bench_learning.py, four networks x two targets,
+# bench_inference.py, three runs on synthetic data, and
 # bench_real.py, which needs ../shared/real-brats and skips without it).
 # On a GPU machine, run bench_train.py with its defaults.
 bench: $(STAMP)
@@ -33,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_preprocess.py
 	$(BIN)/python benchmarks/bench_train.py --size 96 --batch-size 2 --steps 2
 	$(BIN)/python benchmarks/bench_learning.py
+	$(BIN)/python benchmarks/bench_inference.py
 	$(BIN)/python benchmarks/bench_real.py
 
 clean:
