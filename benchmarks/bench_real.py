@@ -167,7 +167,7 @@ def pool(args: argparse.Namespace) -> None:
         "",
         "| held out | cases | train min | " + " | ".join(REGIONS) + " |",
         "|---|---|---|" + "---|" * len(REGIONS),
-        *(f"| {name} | {len(result['run']['cases']['test'])} | {result['run']['train_wall_s'] / 60:.1f} | "
+        *(f"| fold {result['settings'].get('fold', 0)} | {len(result['run']['cases']['test'])} | {result['run']['train_wall_s'] / 60:.1f} | "
           + " | ".join(f"{result['headline'][r]:.3f}" for r in REGIONS) + " |" for name, result in folds),
         f"| **all** | {len(cases)} | | " + " | ".join(f"**{mean[r]:.3f}**" for r in REGIONS) + " |",
         "",
