@@ -76,7 +76,7 @@ def labels_of(models: list[LoadedModel], probabilities: list[torch.Tensor]) -> n
     return targets.decode(mean_probabilities(zip((m.targets for m in models), probabilities), targets)).numpy()
 
 
-def ensemble_rules(models: list[LoadedModel], val_dir: Path) -> PostprocessRules:
+def tune_ensemble_rules(models: list[LoadedModel], val_dir: Path) -> PostprocessRules:
     """Rules for the ensemble, tuned on its own predictions of the validation cases."""
     cases = []
     for case in (load_case(c) for c in discover_cases(val_dir)):
@@ -100,7 +100,7 @@ def main() -> None:
         train_s = {name: train_run(cache, split, root / name, seed, dropout, args) for name, (seed, dropout) in runs.items()}
         models = {name: load_model(root / name, "cpu") for name in runs}
         rules = {name: model.rules for name, model in models.items()}
-        rules["A+B"] = ensemble_rules([models["A"], models["B"]], root / "val")
+        rules["A+B"] = tune_ensemble_rules([models["A"], models["B"]], root / "val")
 
         scores: dict[str, list[dict]] = {}
 

@@ -33,6 +33,11 @@ from gliomaseg.training.targets import LABELS, REGIONS, Targets, targets_named
 PROBABILITIES_SUFFIX = ".npz"
 
 
+def probabilities_path(folder: Path, case_id: str) -> Path:
+    """Where ``predict --save-probabilities`` keeps a case's probabilities, and ``ensemble`` looks."""
+    return folder / f"{case_id}{PROBABILITIES_SUFFIX}"
+
+
 def common_targets(targets: Sequence[Targets]) -> Targets:
     """Labels when every run predicts labels, otherwise regions (the space every run can reach)."""
     return LABELS if all(t == LABELS for t in targets) else REGIONS
@@ -115,7 +120,7 @@ def read_probabilities(path: Path | str) -> SavedProbabilities:
 
 
 def _ensemble_case(case_id: str, folders: Sequence[Path], out_dir: Path, rules: PostprocessRules) -> Path:
-    paths = [folder / f"{case_id}{PROBABILITIES_SUFFIX}" for folder in folders]
+    paths = [probabilities_path(folder, case_id) for folder in folders]
     for path in paths:
         if not path.exists():
             raise InputError(path, f"missing: every folder needs {case_id}{PROBABILITIES_SUFFIX}")

@@ -13,15 +13,13 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from gliomaseg.batch import BatchReport, run_batch
 from gliomaseg.config import ExperimentConfig
 from gliomaseg.errors import InputError
 from gliomaseg.io.atomic import remove_stale_temporaries, write_text_atomic
-from gliomaseg.inference.ensemble import PROBABILITIES_SUFFIX, SavedProbabilities, common_targets, mean_probabilities
-from gliomaseg.inference.ensemble import write_probabilities
+from gliomaseg.inference.ensemble import SavedProbabilities, common_targets, mean_probabilities, probabilities_path, write_probabilities
 from gliomaseg.io.cases import NIFTI_SUFFIX, LoadedCase, find_case_folders, load_case, read_case_folder
 from gliomaseg.io.nifti import save_label_map
 from gliomaseg.postprocessing.rules import RULES_FILE, PostprocessRules, load_rules
@@ -102,20 +100,12 @@ def ensemble_probabilities(models: Sequence[LoadedModel], case: LoadedCase, flip
 def ensemble_rules(models: Sequence[LoadedModel]) -> PostprocessRules:
     """The runs' post-processing rules when they agree; none otherwise (rules tuned for one run
     can hurt the mean of several: tune the ensemble's own with ``postprocess tune`` and pass ``--rules``)."""
-    rules = {json.dumps(m.rules.to_dict(), sort_keys=True) for m in models}
+    rules = {m.rules for m in models}
     if len(rules) == 1:
-        return models[0].rules
+        return rules.pop()
     log.warning("the runs have different post-processing rules; none applied to their ensemble (tune its own with "
                 "`gliomaseg postprocess tune` and pass --rules)")
     return PostprocessRules()
-
-
-def predict_loaded_case(model: LoadedModel | Sequence[LoadedModel], case: LoadedCase, flip_tta: bool = False) -> np.ndarray:
-    """Native-grid label map (X, Y, Z) uint8 of one case already in memory: one run's, or the
-    ensemble's of several, post-processed by their rules."""
-    models = [model] if isinstance(model, LoadedModel) else list(model)
-    targets, probabilities = ensemble_probabilities(models, case, flip_tta)
-    return ensemble_rules(models).apply(targets.decode(probabilities).numpy())
 
 
 def output_path(out_dir: Path, case_id: str) -> Path:
@@ -151,7 +141,7 @@ def _predict_folder(folder: Path, models: Sequence[LoadedModel], rules: Postproc
     targets, probabilities = ensemble_probabilities(models, case, flip_tta)
     if save_probabilities:  # first: a case counts as done once its label map exists
         saved = SavedProbabilities(targets, probabilities, case.affine, case.space)
-        write_probabilities(out_dir / f"{case.case_id}{PROBABILITIES_SUFFIX}", saved)
+        write_probabilities(probabilities_path(out_dir, case.case_id), saved)
     label_map = rules.apply(targets.decode(probabilities).numpy())
     return save_label_map(label_map, case.affine, output_path(out_dir, case.case_id), case.space)
 
@@ -194,7 +184,7 @@ def predict(
     remove_stale_temporaries(out_dir, stems=[f.name.split(".")[0] for f in folders])  # as atomic_path names them
 
     def finished(folder: Path) -> bool:
-        wanted = [output_path(out_dir, folder.name)] + ([out_dir / f"{folder.name}{PROBABILITIES_SUFFIX}"] if save_probabilities else [])
+        wanted = [output_path(out_dir, folder.name)] + ([probabilities_path(out_dir, folder.name)] if save_probabilities else [])
         return all(path.exists() for path in wanted)
 
     todo = [f for f in folders if overwrite or not finished(f)]

@@ -15,7 +15,7 @@ import numpy as np
 
 from gliomaseg.batch import BatchReport, run_batch
 from gliomaseg.errors import InputError
-from gliomaseg.io.cases import NIFTI_SUFFIX, find_case_folders, load_case, patient_id, read_case_folder
+from gliomaseg.io.cases import find_case_folders, load_case, patient_id, read_case_folder
 from gliomaseg.labels import DEFAULT_LABEL_SCHEME, LABELS, old_scheme_warning
 from gliomaseg.preprocessing.brain_crop import brain_box, brain_mask
 
@@ -57,13 +57,15 @@ def check_dataset(
     folders = find_case_folders(data_dir)
     report = run_batch(folders, name=lambda f: f.name, work=partial(case_statistics, label_scheme=label_scheme),
                        workers=workers, desc="check", quiet=quiet)
-    # Incomplete cases fail the check (train and preprocess refuse them) but keep their statistics.
+    # Incomplete cases fail the check (train and preprocess refuse them, with this error) but keep their statistics.
     for folder in folders:
         stats = report.results.get(folder.name)
         if stats and stats.missing:
-            error = InputError(folder / f"{folder.name}-{stats.missing[0]}{NIFTI_SUFFIX}", f"missing modality {', '.join(stats.missing)}")
-            log.error("%s", error)
-            report.failures[folder.name] = str(error)
+            try:
+                read_case_folder(folder)
+            except InputError as error:
+                log.error("%s", error)
+                report.failures[folder.name] = str(error)
     present = {k for s in report.results.values() if s.label_ml for k, name in LABELS.items() if k and s.label_ml[name] > 0}
     warning = old_scheme_warning(present, label_scheme)
     if warning:
