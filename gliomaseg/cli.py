@@ -37,6 +37,27 @@ def _known_label_scheme(value: str | None) -> str | None:
     return _check_one_of(value, LABEL_SCHEMES)
 
 
+def _known_protocol(value: str | None) -> str | None:
+    from gliomaseg.evaluation.scoring import PROTOCOL_CHOICES
+
+    return _check_one_of(value, PROTOCOL_CHOICES)
+
+
+ScoringProtocol = Annotated[str, typer.Option(
+    "--protocol", help="brats2024 (the 2024 lesion-wise code, also used in 2025) or brats2026 (brats-evaluation / panoptica).",
+    callback=_known_protocol)]
+
+
+def _protocol(name: str, corrected: bool = False):
+    """The protocol object for ``--protocol`` (and ``--corrected``, which only the 2024 code has)."""
+    from gliomaseg.evaluation.protocol import CORRECTED
+    from gliomaseg.evaluation.scoring import protocol_named
+
+    if corrected and name == "brats2026":
+        raise typer.BadParameter("--corrected fixes the 2024 code's quirks; it has no meaning with --protocol brats2026")
+    return CORRECTED if corrected else protocol_named(name)
+
+
 _SCHEMES = "brats2024 (4 = resection cavity) or brats2021 (BraTS 2017-2021: 4 = enhancing tumour, read as 3)"
 LabelScheme = Annotated[str, typer.Option(help=f"How the label files are written: {_SCHEMES}.", callback=_known_label_scheme)]
 
@@ -170,6 +191,8 @@ def train_command(
     no_amp: Annotated[bool, typer.Option("--no-amp", help="Full precision on CUDA.")] = False,
     sync_bn: Annotated[bool, typer.Option("--sync-bn/--no-sync-bn", help="Under torchrun on GPUs: BatchNorm statistics over all processes.")] = True,
     compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the network (worth it on GPUs for long runs).")] = False,
+    protocol: Annotated[Optional[str], typer.Option(help="What validation and post-processing tuning score: brats2024 (lesion-wise Dice, "
+                                                         "default) or brats2026 (panoptic quality).", callback=_known_protocol)] = None,
     tune_postprocess: Annotated[bool, typer.Option("--tune-postprocess/--no-tune-postprocess",
                                                    help="After the last epoch, tune post-processing rules on the validation cases (RUN/postprocess.json).")] = True,
     workers: Workers = 2,
@@ -186,7 +209,7 @@ def train_command(
             val_fraction=val_fraction,
             folds=folds, fold=fold, val_every=val_every, seed=seed, deterministic=deterministic,
             amp=False if no_amp else None, sync_batchnorm=sync_bn, compile=compile_model, num_workers=workers,
-            tune_postprocess=tune_postprocess,
+            tune_postprocess=tune_postprocess, protocol=protocol,
         ),
         preset=preset,
     )
@@ -254,24 +277,24 @@ def ensemble_command(
 def evaluate_command(
     pred: Annotated[Path, typer.Option(help="Prediction file or folder.")],
     gt: Annotated[Path, typer.Option(help="Ground-truth file or folder.")],
-    out: Annotated[Path, typer.Option(help="Per-case, per-region CSV (official columns).")],
-    lesions: Annotated[Optional[Path], typer.Option(help="Per-lesion CSV.")] = None,
+    out: Annotated[Path, typer.Option(help="Per-case, per-region CSV (the protocol's own column names).")],
+    lesions: Annotated[Optional[Path], typer.Option(help="Per-lesion CSV (2026: brats-evaluation's reference-lesion list).")] = None,
     summary: Annotated[Optional[Path], typer.Option(help="Summary statistics CSV.")] = None,
     missing: Annotated[str, typer.Option(help="'error', or 'empty' to score a missing prediction as empty.")] = "error",
-    corrected: Annotated[bool, typer.Option(help="Fix the official code's inconsistencies (not challenge numbers).")] = False,
+    protocol: ScoringProtocol = "brats2024",
+    corrected: Annotated[bool, typer.Option(help="brats2024 only: fix the official code's inconsistencies (not challenge numbers).")] = False,
     label_scheme: Annotated[str, typer.Option(help=f"How the ground-truth files are written: {_SCHEMES}.", callback=_known_label_scheme)] = "brats2024",
     pred_label_scheme: Annotated[str, typer.Option(help="Label scheme of the predictions (gliomaseg writes brats2024).",
                                                    callback=_known_label_scheme)] = "brats2024",
     workers: Workers = 1,
     fail_fast: Annotated[bool, typer.Option(help="Stop at the first bad pair (default) or score the rest.")] = True,
 ) -> None:
-    """Score predictions with the BraTS 2024 GLI lesion-wise metrics (official numbers)."""
+    """Score predictions as the challenge does: the BraTS 2024 GLI lesion-wise metrics (default) or the 2026 panoptica ones."""
     from gliomaseg.evaluation.evaluate import evaluate, format_summary, summarise
-    from gliomaseg.evaluation.protocol import CORRECTED, OFFICIAL
 
     if missing not in ("error", "empty"):
         raise typer.BadParameter("--missing must be 'error' or 'empty'")
-    results = evaluate(pred, gt, out, lesions, summary, missing, workers, CORRECTED if corrected else OFFICIAL, fail_fast, _state["quiet"],
+    results = evaluate(pred, gt, out, lesions, summary, missing, workers, _protocol(protocol, corrected), fail_fast, _state["quiet"],
                        label_scheme, pred_label_scheme)
     typer.echo(format_summary(summarise(results), len(results)))
 
@@ -287,17 +310,18 @@ def postprocess_tune(
     gt: Annotated[Path, typer.Option(help="Their ground truths (file layouts as for evaluate).")],
     out: Annotated[Path, typer.Option(help="Rules file to write (JSON).")],
     label_scheme: LabelScheme = "brats2024",
+    protocol: ScoringProtocol = "brats2024",
     workers: Workers = 1,
 ) -> None:
-    """Search the rules that maximise the mean lesion-wise Dice (official 2024 protocol) on these cases."""
-    from gliomaseg.evaluation.protocol import OFFICIAL
+    """Search the rules that maximise the mean lesion-wise Dice (2024 protocol) or panoptic quality (2026) on these cases."""
     from gliomaseg.postprocessing.rules import save_rules
     from gliomaseg.postprocessing.tuning import load_validation_cases, tune_rules
 
     cases = load_validation_cases(pred, gt, label_scheme, workers, _state["quiet"])
-    result = tune_rules(cases, OFFICIAL, workers=workers)
-    save_rules(result.rules, out, result.provenance(OFFICIAL))
-    typer.echo(f"mean lesion-wise Dice on {len(cases)} case(s): {result.before.dice:.4f} -> {result.after.dice:.4f} "
+    scoring = _protocol(protocol)
+    result = tune_rules(cases, scoring, workers=workers)
+    save_rules(result.rules, out, result.provenance(scoring))
+    typer.echo(f"mean {'panoptic quality' if protocol == 'brats2026' else 'lesion-wise Dice'} on {len(cases)} case(s): {result.before.dice:.4f} -> {result.after.dice:.4f} "
                f"with {result.rules.to_dict()}; wrote {out}")
 
 

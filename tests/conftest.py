@@ -16,6 +16,28 @@ METRIC_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "metrics"
 SMALL_SHAPE = (72, 84, 70)
 
 
+def evaluate_folders(tmp_path: Path, pairs: list[tuple[Path, dict]], *options: str):
+    """Lay fixture pairs (root, pairs.csv row) out as evaluate's folders and run ``gliomaseg -q evaluate`` on them.
+
+    Returns the CLI result and the paths of the --out, --lesions and --summary tables it was given.
+    """
+    from typer.testing import CliRunner
+
+    from gliomaseg.cli import app
+
+    pred_dir, gt_dir = tmp_path / "pred", tmp_path / "gt"
+    pred_dir.mkdir()
+    for root, pair in pairs:
+        case = pair["case_id"]
+        (gt_dir / case).mkdir(parents=True)
+        (pred_dir / f"{case}.nii.gz").write_bytes((root / pair["pred_path"]).read_bytes())
+        (gt_dir / case / f"{case}-seg.nii.gz").write_bytes((root / pair["gt_path"]).read_bytes())
+    tables = tmp_path / "out.csv", tmp_path / "lesions.csv", tmp_path / "summary.csv"
+    result = CliRunner().invoke(app, ["-q", "evaluate", "--pred", str(pred_dir), "--gt", str(gt_dir), "--out", str(tables[0]),
+                                      "--lesions", str(tables[1]), "--summary", str(tables[2]), *options])
+    return (result, *tables)
+
+
 def tiny_config(epochs: int = 2, augment: bool = False, size: int = 32, tune_postprocess: bool = False) -> ExperimentConfig:
     """A configuration that trains in seconds on a CPU (tuning post-processing on the garbage
     a two-epoch model predicts would take longer than the training: only where a test needs it)."""

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import METRIC_FIXTURES
+from conftest import METRIC_FIXTURES, evaluate_folders
 from gliomaseg.cli import app
 from gliomaseg.evaluation.evaluate import CasePair, score_pair
 from gliomaseg.evaluation.lesion_wise import REGION_COLUMNS, lesion_wise_scores
@@ -59,17 +59,8 @@ def test_every_column_and_lesion_matches_official(pair):
 
 
 def test_cli_writes_official_table_for_a_folder(tmp_path):
-    pred_dir, gt_dir = tmp_path / "pred", tmp_path / "gt"
     chosen = [p for p in PAIRS if p["case_id"].startswith(("syn-0001", "edge-empty-gt", "real-TCGA-FG-6692-isen-20-rc"))]
-    for pair in chosen:
-        case = pair["case_id"]
-        (pred_dir).mkdir(exist_ok=True)
-        (gt_dir / case).mkdir(parents=True)
-        (pred_dir / f"{case}.nii.gz").write_bytes((METRIC_FIXTURES / pair["pred_path"]).read_bytes())
-        (gt_dir / case / f"{case}-seg.nii.gz").write_bytes((METRIC_FIXTURES / pair["gt_path"]).read_bytes())
-    out, lesions, summary = tmp_path / "out.csv", tmp_path / "lesions.csv", tmp_path / "summary.csv"
-    result = CliRunner().invoke(app, ["-q", "evaluate", "--pred", str(pred_dir), "--gt", str(gt_dir), "--out", str(out),
-                                      "--lesions", str(lesions), "--summary", str(summary), "--workers", "2"])
+    result, out, lesions, summary = evaluate_folders(tmp_path, [(METRIC_FIXTURES, p) for p in chosen], "--workers", "2")
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == len(chosen) * len(REGIONS)

@@ -18,8 +18,10 @@ import numpy as np
 
 from gliomaseg.batch import run_batch
 from gliomaseg.errors import InputError
-from gliomaseg.evaluation.lesion_wise import REGION_COLUMNS, LesionScore, lesion_wise_scores
-from gliomaseg.evaluation.protocol import OFFICIAL, Protocol
+from gliomaseg.evaluation.lesion_wise import LesionScore
+from gliomaseg.evaluation.panoptic import ReferenceLesion
+from gliomaseg.evaluation.protocol import OFFICIAL, AnyProtocol, PanopticProtocol
+from gliomaseg.evaluation.scoring import region_columns, score_label_maps
 from gliomaseg.io.atomic import write_text_atomic
 from gliomaseg.io.nifti import load_label_map
 from gliomaseg.labels import DEFAULT_LABEL_SCHEME, REGIONS
@@ -29,6 +31,8 @@ log = logging.getLogger("gliomaseg")
 NIFTI = ".nii.gz"
 SEG = "-seg"
 LESION_COLUMNS = ("case_id", "region", "gt_lesion", "gt_volume_mm3", "pred_lesions", "dice", "hd95", "nsd_0.5", "nsd_1.0")
+# brats-evaluation's reference-lesion keys (its ``reference_instances``), 2026 protocol.
+REFERENCE_LESION_COLUMNS = ("case_id", "region", "ref_lesion", "voxel_count", "volume", "is_matched", "sq_dsc", "sq_hd95", "sq_nsd")
 SUMMARY_STATS = ("mean", "std", "median", "25quantile", "75quantile")
 
 
@@ -43,8 +47,9 @@ class CasePair:
 class CaseResult:
     case_id: str
     regions: dict[str, dict[str, float]]
-    lesions: list[LesionScore]
+    lesions: list[LesionScore] | list[ReferenceLesion]
     missing_prediction: bool
+    protocol: AnyProtocol = OFFICIAL
 
 
 def _case_name(path: Path) -> str:
@@ -98,7 +103,7 @@ def pair_cases(pred: Path | str, gt: Path | str, missing: str = "error") -> list
     return pairs
 
 
-def score_pair(pair: CasePair, protocol: Protocol = OFFICIAL, gt_scheme: str = DEFAULT_LABEL_SCHEME,
+def score_pair(pair: CasePair, protocol: AnyProtocol = OFFICIAL, gt_scheme: str = DEFAULT_LABEL_SCHEME,
                pred_scheme: str = DEFAULT_LABEL_SCHEME) -> CaseResult:
     """Load and score one pair, each map read in its label scheme; shape/affine mismatches and bad labels raise InputError."""
     truth = load_label_map(pair.gt, gt_scheme)
@@ -111,8 +116,8 @@ def score_pair(pair: CasePair, protocol: Protocol = OFFICIAL, gt_scheme: str = D
         if not np.allclose(pred.affine, truth.affine, atol=1e-3):
             raise InputError(pair.pred, "affine differs from the ground truth's")
         pred_data, spacing = pred.data, pred.spacing
-    regions, lesions = lesion_wise_scores(pred_data, truth.data, spacing, protocol)
-    return CaseResult(pair.case_id, regions, lesions, pair.pred is None)
+    regions, lesions = score_label_maps(pred_data, truth.data, spacing, protocol)
+    return CaseResult(pair.case_id, regions, lesions, pair.pred is None, protocol)
 
 
 def _csv_text(header: tuple[str, ...] | list[str], rows: list[list]) -> str:
@@ -123,13 +128,24 @@ def _csv_text(header: tuple[str, ...] | list[str], rows: list[list]) -> str:
     return buffer.getvalue()
 
 
+def _protocol_of(results: list[CaseResult]) -> AnyProtocol:
+    return results[0].protocol if results else OFFICIAL
+
+
 def results_table(results: list[CaseResult]) -> str:
-    """OUT.csv: one row per case and region, official columns."""
-    rows = [[r.case_id, region, *(r.regions[region][c] for c in REGION_COLUMNS)] for r in results for region in REGIONS]
-    return _csv_text(["case_id", "region", *REGION_COLUMNS], rows)
+    """OUT.csv: one row per case and region, the protocol's own column names; NaN and inf written as nan, inf."""
+    columns = region_columns(_protocol_of(results))
+    rows = [[r.case_id, region, *(r.regions[region][c] for c in columns)] for r in results for region in REGIONS]
+    return _csv_text(["case_id", "region", *columns], rows)
 
 
 def lesions_table(results: list[CaseResult]) -> str:
+    """The per-lesion CSV: 2024, each ground-truth lesion and the predicted lesions that hit it;
+    2026, brats-evaluation's reference-lesion list (matched first, then missed)."""
+    if isinstance(_protocol_of(results), PanopticProtocol):
+        rows = [[r.case_id, les.region, les.number, les.voxel_count, les.volume_mm3, int(les.matched), les.dsc, les.hd95, les.nsd]
+                for r in results for les in r.lesions]
+        return _csv_text(REFERENCE_LESION_COLUMNS, rows)
     rows = [
         [r.case_id, les.region, les.gt_lesion, les.gt_volume_mm3, " ".join(map(str, les.pred_lesions)), les.dice, les.hd95, les.nsd_05, les.nsd_10]
         for r in results
@@ -139,31 +155,53 @@ def lesions_table(results: list[CaseResult]) -> str:
 
 
 def summarise(results: list[CaseResult]) -> dict[str, dict[str, dict[str, float]]]:
-    """{region: {column: {statistic: value}}} over cases."""
+    """{region: {column: {statistic: value}}} over cases.
+
+    NaN (a 2026 score of a region empty in both maps, a precision without predictions) is
+    left out of the statistics; a column that is NaN for every case stays NaN.
+    """
     summary: dict[str, dict[str, dict[str, float]]] = {}
     for region in REGIONS:
         summary[region] = {}
-        for column in REGION_COLUMNS:
+        for column in region_columns(_protocol_of(results)):
             values = np.array([r.regions[region][column] for r in results], dtype=float)
-            summary[region][column] = {
-                "mean": float(np.mean(values)),
-                "std": float(np.std(values)),
-                "median": float(np.median(values)),
-                "25quantile": float(np.percentile(values, 25)),
-                "75quantile": float(np.percentile(values, 75)),
-            }
+            values = values[~np.isnan(values)]
+            summary[region][column] = {stat: _statistic(values, stat) for stat in SUMMARY_STATS}
     return summary
 
 
+def _statistic(values: np.ndarray, stat: str) -> float:
+    if values.size == 0:
+        return float("nan")
+    with np.errstate(invalid="ignore"):  # infinite HD95s: their spread and quantiles are inf or NaN, as they should be
+        return _plain_statistic(values, stat)
+
+
+def _plain_statistic(values: np.ndarray, stat: str) -> float:
+    if stat == "mean":
+        return float(np.mean(values))
+    if stat == "std":
+        return float(np.std(values))
+    if stat == "median":
+        return float(np.median(values))
+    return float(np.percentile(values, 25 if stat == "25quantile" else 75))
+
+
 def summary_table(summary: dict[str, dict[str, dict[str, float]]]) -> str:
-    rows = [[region, stat, *(summary[region][c][stat] for c in REGION_COLUMNS)] for region in REGIONS for stat in SUMMARY_STATS]
-    return _csv_text(["region", "statistic", *REGION_COLUMNS], rows)
+    columns = list(next(iter(summary.values())))
+    rows = [[region, stat, *(summary[region][c][stat] for c in columns)] for region in REGIONS for stat in SUMMARY_STATS]
+    return _csv_text(["region", "statistic", *columns], rows)
 
 
 def format_summary(summary: dict[str, dict[str, dict[str, float]]], n_cases: int) -> str:
-    """A short terminal table: lesion-wise and legacy Dice/HD95, mean ± std and median per region."""
-    columns = ("LesionWise_Score_Dice", "LesionWise_Score_HD95", "Legacy_Dice", "Legacy_HD95")
-    lines = [f"BraTS 2024 GLI lesion-wise scores over {n_cases} case(s): mean ± std (median)"]
+    """A short terminal table: the protocol's headline columns, mean ± std and median per region."""
+    if "pq_dsc" in next(iter(summary.values())):
+        columns: tuple[str, ...] = ("pq_dsc", "sq_dsc", "rq", "sq_hd95")
+        title = "BraTS 2026 GLI (panoptica) scores"
+    else:
+        columns = ("LesionWise_Score_Dice", "LesionWise_Score_HD95", "Legacy_Dice", "Legacy_HD95")
+        title = "BraTS 2024 GLI lesion-wise scores"
+    lines = [f"{title} over {n_cases} case(s): mean ± std (median)"]
     lines.append(f"{'region':<6} " + " ".join(f"{c.replace('_Score', ''):>27}" for c in columns))
     for region in REGIONS:
         cells = []
@@ -182,7 +220,7 @@ def evaluate(
     summary_csv: Path | str | None = None,
     missing: str = "error",
     workers: int = 1,
-    protocol: Protocol = OFFICIAL,
+    protocol: AnyProtocol = OFFICIAL,
     fail_fast: bool = True,
     quiet: bool = False,
     gt_scheme: str = DEFAULT_LABEL_SCHEME,

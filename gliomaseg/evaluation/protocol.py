@@ -64,7 +64,24 @@ CORRECTED = Protocol(
     binary_legacy_hd95=True,
 )
 
-PROTOCOLS = {p.name: p for p in (OFFICIAL, CORRECTED)}
+
+
+@dataclass(frozen=True)
+class PanopticProtocol:
+    """The 2026 challenge's protocol: brats-evaluation's configuration of panoptica.
+
+    It has no parameters to vary; ``evaluation/panoptic.py`` holds its rules and quirks.
+    """
+
+    name: str = "brats2026"
+
+
+BRATS2026 = PanopticProtocol()
+
+AnyProtocol = Protocol | PanopticProtocol
+
+PROTOCOLS: dict[str, AnyProtocol] = {p.name: p for p in (OFFICIAL, CORRECTED, BRATS2026)}
+"""By name: ``official`` and ``corrected`` (BraTS 2024 lesion-wise), ``brats2026`` (panoptica)."""
 
 # Labels whose touching lesions are merged into one, and with which other labels,
 # in the order the official code applies them. WT and TC are never merged this way.

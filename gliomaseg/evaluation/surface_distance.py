@@ -24,9 +24,6 @@ from surface_distance import lookup_tables
 
 Spacing = tuple[float, float, float]
 
-_EROSION_STRUCTURE = ndimage.generate_binary_structure(3, 1)
-# Above one surface voxel in this many box voxels, a dense EDT beats a k-d tree (measured on the fixtures).
-_DENSE_SURFACE_RATIO = 16
 
 
 @lru_cache(maxsize=8)
@@ -52,21 +49,31 @@ def grow_box(box: tuple[slice, ...], by: int, shape: tuple[int, ...]) -> tuple[s
     return tuple(slice(max(0, s.start - by), min(n, s.stop + by)) for s, n in zip(box, shape))
 
 
-def _nearest_distances(from_mask: np.ndarray, to_mask: np.ndarray, spacing: Spacing) -> np.ndarray:
+def nearest_distances(from_mask: np.ndarray, to_mask: np.ndarray, spacing: Spacing) -> np.ndarray:
     """Distance in mm from each True voxel of ``from_mask`` to the nearest True voxel of ``to_mask``.
 
-    Exact either way: a k-d tree over the surface voxels when they are sparse in
-    their box (the usual case), one dense distance transform when they fill it (the
-    official legacy HD95 counts whole lesion interiors as "surface").
+    Exact, by a k-d tree, with two shortcuts that change no distance: a voxel in both masks
+    is at 0; for any other, the nearest voxel of ``to_mask`` lies on its 6-connected border
+    (an interior voxel has a neighbour in the mask one step closer along the largest offset).
+    So the tree holds ``to_mask``'s border only and answers only the voxels outside it: when the
+    "surfaces" are whole lesion interiors (the official legacy HD95), both sets shrink by far.
     """
-    n_from, n_to = int(np.count_nonzero(from_mask)), int(np.count_nonzero(to_mask))
-    if (n_from + n_to) * _DENSE_SURFACE_RATIO > from_mask.size:
-        return ndimage.distance_transform_edt(~to_mask, sampling=spacing)[from_mask]
-    scale = np.asarray(spacing, dtype=np.float64)
-    targets = np.argwhere(to_mask) * scale
-    sources = np.argwhere(from_mask) * scale
-    distances, _ = cKDTree(targets).query(sources, k=1)
+    distances = np.zeros(int(np.count_nonzero(from_mask)))
+    outside = to_mask[from_mask] == 0
+    if outside.any():
+        targets = _coordinates_mm(border(to_mask), spacing)
+        if len(targets) == 0:
+            distances[outside] = np.inf
+            return distances
+        # An unbalanced tree builds faster and answers the same exact nearest-neighbour queries.
+        distances[outside], _ = cKDTree(targets, balanced_tree=False).query(_coordinates_mm(from_mask & ~to_mask, spacing), k=1)
     return distances
+
+
+def _coordinates_mm(mask: np.ndarray, spacing: Spacing) -> np.ndarray:
+    """(N, 3) positions in mm of the True voxels (flatnonzero + unravel: ~10x faster than argwhere)."""
+    index = np.unravel_index(np.flatnonzero(mask), mask.shape)
+    return np.column_stack([axis * float(step) for axis, step in zip(index, spacing)])
 
 
 def _neighbour_codes(crop: np.ndarray) -> np.ndarray:
@@ -113,7 +120,7 @@ def robust_hausdorff(gt: np.ndarray, pred: np.ndarray, spacing: Spacing, percent
         if not from_borders.any():
             return float("inf")
         if to_borders.any():
-            distances = _nearest_distances(from_borders, to_borders, spacing)
+            distances = nearest_distances(from_borders, to_borders, spacing)
         else:
             distances = np.full(int(from_borders.sum()), np.inf)
         return _area_weighted_percentile(distances, table[from_codes[from_borders]], percent)
@@ -121,9 +128,21 @@ def robust_hausdorff(gt: np.ndarray, pred: np.ndarray, spacing: Spacing, percent
     return max(directed(codes_gt, borders_gt, borders_pred), directed(codes_pred, borders_pred, borders_gt))
 
 
-def _border(mask: np.ndarray) -> np.ndarray:
-    """MedPy's one-voxel border: the mask minus its 6-connected erosion."""
-    return mask ^ ndimage.binary_erosion(mask, structure=_EROSION_STRUCTURE, iterations=1)
+def border(mask: np.ndarray) -> np.ndarray:
+    """MedPy's one-voxel border: the mask minus its 6-connected erosion (outside the array counts as background).
+
+    Six shifted ANDs on a zero-padded copy: the same voxels as scipy's binary_erosion with its
+    default border, ~5x faster (measured on a fixture's whole-tumour box).
+    """
+    padded = np.pad(mask, 1)
+    core = (slice(1, -1),) * 3
+    interior = padded[core].copy()
+    for axis in range(3):
+        for shifted in (slice(2, None), slice(None, -2)):
+            index = list(core)
+            index[axis] = shifted
+            interior &= padded[tuple(index)]
+    return mask & ~interior
 
 
 def normalized_surface_dice(
@@ -140,9 +159,9 @@ def normalized_surface_dice(
     # One voxel of zero padding makes the erosion see the same outside as at the image edge.
     pred = np.pad(pred[box], 1)
     gt = np.pad(gt[box], 1)
-    border_pred, border_gt = _border(pred), _border(gt)
-    pred_to_gt = _nearest_distances(border_pred, border_gt, spacing)
-    gt_to_pred = _nearest_distances(border_gt, border_pred, spacing)
+    border_pred, border_gt = border(pred), border(gt)
+    pred_to_gt = nearest_distances(border_pred, border_gt, spacing)
+    gt_to_pred = nearest_distances(border_gt, border_pred, spacing)
     scores = []
     for threshold in thresholds:
         tp_a = np.sum(pred_to_gt <= threshold) / pred_to_gt.size

@@ -22,8 +22,8 @@ from pathlib import Path
 from gliomaseg.batch import run_batch
 from gliomaseg.errors import InputError
 from gliomaseg.evaluation.evaluate import pair_cases
-from gliomaseg.evaluation.lesion_wise import lesion_wise_scores
-from gliomaseg.evaluation.protocol import OFFICIAL, Protocol
+from gliomaseg.evaluation.protocol import OFFICIAL, AnyProtocol, PanopticProtocol
+from gliomaseg.evaluation.scoring import objective, score_label_maps
 from gliomaseg.io.nifti import load_label_map
 from gliomaseg.labels import REGIONS
 from gliomaseg.postprocessing.rules import PostprocessRules
@@ -70,12 +70,14 @@ class TuningResult:
     cases: int
     scorings: int  # candidate rule sets scored (those that left every case unchanged need no scoring)
 
-    def provenance(self, protocol: Protocol) -> dict:
+    def provenance(self, protocol: AnyProtocol) -> dict:
         """What a rules file records about where its rules came from."""
         return {
             "cases": self.cases,
             "protocol": protocol.name,
-            "objective": "mean lesion-wise Dice over WT, TC, NETC, SNFH, ET, RC (HD95 breaks ties)",
+            "objective": ("mean panoptic quality (pq_dsc) over WT, TC, NETC, SNFH, ET, RC (sq_hd95 breaks ties)"
+                          if isinstance(protocol, PanopticProtocol)
+                          else "mean lesion-wise Dice over WT, TC, NETC, SNFH, ET, RC (HD95 breaks ties)"),
             "dice_before": round(self.before.dice, 4),
             "dice_after": round(self.after.dice, 4),
             "per_region_before": {k: round(v, 4) for k, v in self.before.per_region.items()},
@@ -83,9 +85,8 @@ class TuningResult:
         }
 
 
-def _case_row(label_map: np.ndarray, truth: np.ndarray, spacing, protocol: Protocol) -> dict[str, tuple[float, float]]:
-    scores, _ = lesion_wise_scores(label_map, truth, spacing, protocol)
-    return {r: (scores[r]["LesionWise_Score_Dice"], scores[r]["LesionWise_Score_HD95"]) for r in REGIONS}
+def _case_row(label_map: np.ndarray, truth: np.ndarray, spacing, protocol: AnyProtocol) -> dict[str, tuple[float, float]]:
+    return objective(score_label_maps(label_map, truth, spacing, protocol)[0], protocol)
 
 
 def _score_from_rows(rows: Sequence[dict[str, tuple[float, float]]]) -> Score:
@@ -94,7 +95,7 @@ def _score_from_rows(rows: Sequence[dict[str, tuple[float, float]]]) -> Score:
     return Score(float(np.mean(list(per_region.values()))), hd95, per_region)
 
 
-def _score_many(cases: Sequence[ValidationCase], candidate_maps: Sequence[Sequence[np.ndarray]], protocol: Protocol,
+def _score_many(cases: Sequence[ValidationCase], candidate_maps: Sequence[Sequence[np.ndarray]], protocol: AnyProtocol,
                 pool: Executor | None) -> list[Score]:
     """The score of each candidate's label maps; (candidate, case) scorings run in ``pool`` when given."""
     jobs = [(label_map, case.truth, case.spacing, protocol) for maps in candidate_maps for label_map, case in zip(maps, cases)]
@@ -103,14 +104,14 @@ def _score_many(cases: Sequence[ValidationCase], candidate_maps: Sequence[Sequen
     return [_score_from_rows(rows[i * n:(i + 1) * n]) for i in range(len(candidate_maps))]
 
 
-def score_rules(cases: Sequence[ValidationCase], rules: PostprocessRules, protocol: Protocol = OFFICIAL) -> Score:
+def score_rules(cases: Sequence[ValidationCase], rules: PostprocessRules, protocol: AnyProtocol = OFFICIAL) -> Score:
     """The objective for ``rules`` on ``cases``."""
     return _score_many(cases, [[rules.apply(case.prediction) for case in cases]], protocol, None)[0]
 
 
 def tune_rules(
     cases: Sequence[ValidationCase],
-    protocol: Protocol = OFFICIAL,
+    protocol: AnyProtocol = OFFICIAL,
     grid: dict[str, tuple[int, ...]] = GRID,
     max_passes: int = 3,
     workers: int = 1,

@@ -31,7 +31,7 @@ from gliomaseg.errors import InputError
 from gliomaseg.io.atomic import remove_stale_temporaries
 from gliomaseg.labels import old_scheme_warning
 from gliomaseg.progress import progress
-from gliomaseg.evaluation.protocol import OFFICIAL
+from gliomaseg.evaluation.scoring import protocol_named
 from gliomaseg.postprocessing.rules import RULES_FILE, save_rules
 from gliomaseg.postprocessing.tuning import tune_rules
 from gliomaseg.preprocessing.cache import cache_config, cached_label_values, is_cache, labelled_case_ids, preprocess_dataset
@@ -228,7 +228,7 @@ def _run_epoch(
 
 
 def tune_postprocessing(run_dir: Path, cache_dir: Path, case_ids: list[str], network: torch.nn.Module, targets: Targets,
-                        amp: bool, workers: int = 1) -> Path | None:
+                        amp: bool, workers: int = 1, protocol: str = "brats2024") -> Path | None:
     """Tune post-processing rules into ``run_dir/postprocess.json`` for the checkpoint ``predict --model RUN``
     uses (best.pt, else last.pt), on its predictions of the validation cases; None without labelled ones.
     ``network`` is loaded with that checkpoint's weights."""
@@ -237,8 +237,9 @@ def tune_postprocessing(run_dir: Path, cache_dir: Path, case_ids: list[str], net
     cases = [case for case, _ in predict_validation_cases(network, cache_dir, case_ids, targets, amp)]
     if not cases:
         return None
-    result = tune_rules(cases, OFFICIAL, workers=workers)
-    return save_rules(result.rules, run_dir / RULES_FILE, {"checkpoint": checkpoint.name, **result.provenance(OFFICIAL)})
+    scoring = protocol_named(protocol)
+    result = tune_rules(cases, scoring, workers=workers)
+    return save_rules(result.rules, run_dir / RULES_FILE, {"checkpoint": checkpoint.name, **result.provenance(scoring)})
 
 
 def _restore(state: dict[str, Any] | None, network: torch.nn.Module, optimizer: torch.optim.Optimizer, tc: TrainConfig,
@@ -351,7 +352,8 @@ def train(
             if split["val"] and ((epoch + 1) % tc.val_every == 0 or is_last):
                 mine = split["val"][ctx.rank :: ctx.world_size]
                 save_dir = run_dir / VALIDATION_DIR if is_last else None
-                last_validation = summarise_scores(gather_lists(ctx, case_scores(network, cache_dir, mine, targets, tc.amp, save_dir)))
+                last_validation = summarise_scores(gather_lists(ctx, case_scores(network, cache_dir, mine, targets, tc.amp, save_dir,
+                                                                                 protocol_named(tc.protocol))))
                 row.update({f"val_dice_{k}": v for k, v in last_validation.items()})
             history.append(row)
             improved = "val_dice_mean" in row and row["val_dice_mean"] > best_score
@@ -377,7 +379,7 @@ def train(
             epoch += 1
         if tc.tune_postprocess and split["val"] and start_epoch < epoch == tc.epochs:
             if ctx.is_main:
-                tune_postprocessing(run_dir, cache_dir, split["val"], network, targets, tc.amp, workers)
+                tune_postprocessing(run_dir, cache_dir, split["val"], network, targets, tc.amp, workers, tc.protocol)
             barrier(ctx)
     except KeyboardInterrupt as stop:
         log.warning("stopped (%s) after epoch %d; continue with --resume", stop or "interrupt", epoch)

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gliomaseg.evaluation.lesion_wise import lesion_wise_scores
+from gliomaseg.evaluation.protocol import OFFICIAL, AnyProtocol
+from gliomaseg.evaluation.scoring import objective, score_label_maps
 from gliomaseg.io.nifti import save_label_map, spacing_from_affine
 from gliomaseg.labels import REGIONS
 from gliomaseg.preprocessing.brain_crop import box_slices
@@ -53,8 +54,10 @@ def case_scores(
     targets: Targets,
     amp: bool = True,
     save_dir: Path | None = None,
+    protocol: AnyProtocol = OFFICIAL,
 ) -> list[dict[str, float]]:
-    """Lesion-wise Dice per region of each labelled case (official BraTS 2024 protocol).
+    """Lesion-wise Dice per region of each labelled case (official BraTS 2024 protocol), or the
+    panoptic quality (``pq_dsc``, a region empty in both maps counting 1) with the 2026 protocol.
 
     Predictions are mapped back to each case's native grid first, so the numbers
     are the challenge's; with ``save_dir`` they are also written there as
@@ -65,8 +68,8 @@ def case_scores(
     for case, geometry in predict_validation_cases(model, cache_dir, case_ids, targets, amp):
         if save_dir is not None:
             save_label_map(case.prediction, geometry.affine, save_dir / f"{case.case_id}.nii.gz", geometry.space)
-        scores, _ = lesion_wise_scores(case.prediction, case.truth, case.spacing)
-        rows.append({region: scores[region]["LesionWise_Score_Dice"] for region in REGIONS})
+        scores = objective(score_label_maps(case.prediction, case.truth, case.spacing, protocol)[0], protocol)
+        rows.append({region: scores[region][0] for region in REGIONS})
     return rows
 
 
