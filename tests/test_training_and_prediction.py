@@ -115,6 +115,29 @@ def test_validation_scores_equal_gliomaseg_evaluate(trained_run, synthetic_dir, 
         assert float(last[f"val_dice_{region}"]) == pytest.approx(np.mean(values), abs=1e-9), region
 
 
+def test_validation_under_the_2026_protocol_scores_panoptic_quality(synthetic_dir, tmp_path):
+    """``train --protocol brats2026``: metrics.csv holds the mean pq_dsc that evaluate gives (a region empty in both maps: 1)."""
+    run = tmp_path / "run"
+    config = tiny_config(epochs=1)
+    config = replace(config, train=replace(config.train, protocol="brats2026"))
+    train(synthetic_dir, run, config, device="cpu", quiet=True)
+    assert json.loads((run / "config.json").read_text())["train"]["protocol"] == "brats2026"
+    val_cases = json.loads((run / "split.json").read_text())["val"]
+    truth = tmp_path / "truth"
+    for case in val_cases:
+        shutil.copytree(synthetic_dir / case, truth / case)
+    out = tmp_path / "scores.csv"
+    result = CliRunner().invoke(app, ["-q", "evaluate", "--pred", str(run / "validation"), "--gt", str(truth), "--out", str(out),
+                                      "--protocol", "brats2026"])
+    assert result.exit_code == 0, result.output
+    scores = list(csv.DictReader(out.open()))
+    last = _rows(run)[-1]
+    for region in REGIONS:
+        values = [float(r["pq_dsc"]) for r in scores if r["region"] == region]
+        expected = np.mean([1.0 if np.isnan(v) else v for v in values])
+        assert float(last[f"val_dice_{region}"]) == pytest.approx(expected, abs=1e-9), region
+
+
 def test_trains_and_predicts_on_the_2024_mni_grid(tmp_path):
     data = tmp_path / "mni"
     write_synthetic_dataset(data, 2, seed=5, shape=MNI_SHAPE)
