@@ -104,9 +104,8 @@ def _lesions(mask: np.ndarray) -> tuple[np.ndarray, int]:
 
 def _surface_distances(ref: np.ndarray, pred: np.ndarray, spacing: Spacing) -> tuple[np.ndarray, np.ndarray]:
     """(ref border -> pred border, pred border -> ref border) distances of two non-empty masks."""
-    box = grow_box(bounding_box(ref | pred), 1, ref.shape)
-    # One voxel of zero padding lets the erosion see background beyond a box at the image edge too.
-    ref_border, pred_border = border(np.pad(ref[box], 1)), border(np.pad(pred[box], 1))
+    box = bounding_box(ref | pred)
+    ref_border, pred_border = border(ref[box]), border(pred[box])
     return nearest_distances(ref_border, pred_border, spacing), nearest_distances(pred_border, ref_border, spacing)
 
 
