@@ -24,6 +24,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import csv  # noqa: E402
+import importlib.util  # noqa: E402
 import json  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
@@ -63,9 +64,7 @@ print(json.dumps(times))
 def peer_times(python: str | None) -> dict[str, float] | None:
     """Seconds per pair of brats-evaluation, or None when no interpreter has it."""
     if python is None:
-        try:
-            import brats_evaluation  # noqa: F401
-        except ImportError:
+        if importlib.util.find_spec("brats_evaluation") is None:
             return None
         python = sys.executable
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
