@@ -170,21 +170,15 @@ def summarise(results: list[CaseResult]) -> dict[str, dict[str, dict[str, float]
     return summary
 
 
+_STATISTICS = {"mean": np.mean, "std": np.std, "median": np.median,
+               "25quantile": lambda v: np.percentile(v, 25), "75quantile": lambda v: np.percentile(v, 75)}
+
+
 def _statistic(values: np.ndarray, stat: str) -> float:
     if values.size == 0:
         return float("nan")
     with np.errstate(invalid="ignore"):  # infinite HD95s: their spread and quantiles are inf or NaN, as they should be
-        return _plain_statistic(values, stat)
-
-
-def _plain_statistic(values: np.ndarray, stat: str) -> float:
-    if stat == "mean":
-        return float(np.mean(values))
-    if stat == "std":
-        return float(np.std(values))
-    if stat == "median":
-        return float(np.median(values))
-    return float(np.percentile(values, 25 if stat == "25quantile" else 75))
+        return float(_STATISTICS[stat](values))
 
 
 def summary_table(summary: dict[str, dict[str, dict[str, float]]]) -> str:

@@ -21,6 +21,7 @@ from gliomaseg.evaluation.surface_distance import (
     grow_box,
     normalized_surface_dice,
     robust_hausdorff,
+    union_box,
 )
 from gliomaseg.labels import REGIONS
 
@@ -97,10 +98,6 @@ def _pair_scores(pred: np.ndarray, gt: np.ndarray, spacing: Spacing) -> tuple[fl
     return hd95, nsd_05, nsd_10
 
 
-def _union(a: tuple[slice, ...], b: tuple[slice, ...]) -> tuple[slice, ...]:
-    return tuple(slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(a, b))
-
-
 def _match_lesions(
     region: str, pred: np.ndarray, gt: np.ndarray, spacing: Spacing, dilation: int
 ) -> tuple[list[LesionScore], set[int]]:
@@ -122,7 +119,7 @@ def _match_lesions(
 
         crop = box
         for label in matched:
-            crop = _union(crop, pred_boxes[label - 1])
+            crop = union_box(crop, pred_boxes[label - 1])
         gt_mask = gt[crop] == number
         pred_mask = np.isin(pred[crop], matched)
         gt_voxels = int(np.count_nonzero(gt_mask))

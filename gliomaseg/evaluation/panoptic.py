@@ -46,7 +46,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 
-from gliomaseg.evaluation.surface_distance import Spacing, border, bounding_box, grow_box, nearest_distances
+from gliomaseg.evaluation.surface_distance import Spacing, border_distances, bounding_box, union_box
 from gliomaseg.labels import REGIONS
 
 PANOPTIC_COLUMNS: tuple[str, ...] = (
@@ -61,8 +61,6 @@ COUNT_COLUMNS = frozenset({"n_ref_instances", "n_pred_instances", "tp", "fp", "f
 
 # brats-evaluation's matching threshold: pairs with a lower Dice are never matched.
 _MIN_MATCH_DICE = 1e-6
-# panoptica crops each instance pair to its bounding box plus this many voxels.
-_PAIR_PAD = 2
 # panoptica's tolerance for an NSD computed without a voxel spacing (the global one).
 _UNSPACED_NSD_TOLERANCE = 0.5
 _UNIT_SPACING: Spacing = (1.0, 1.0, 1.0)
@@ -102,13 +100,6 @@ def _lesions(mask: np.ndarray) -> tuple[np.ndarray, int]:
     return labels, int(count)
 
 
-def _surface_distances(ref: np.ndarray, pred: np.ndarray, spacing: Spacing) -> tuple[np.ndarray, np.ndarray]:
-    """(ref border -> pred border, pred border -> ref border) distances of two non-empty masks."""
-    box = bounding_box(ref | pred)
-    ref_border, pred_border = border(ref[box]), border(pred[box])
-    return nearest_distances(ref_border, pred_border, spacing), nearest_distances(pred_border, ref_border, spacing)
-
-
 def _hd95(sd_ref: np.ndarray, sd_pred: np.ndarray) -> float:
     return float(np.percentile(np.concatenate((sd_ref, sd_pred)), 95))
 
@@ -129,7 +120,7 @@ Distances = tuple[np.ndarray, np.ndarray]
 
 def _instance_scores(ref: np.ndarray, pred: np.ndarray, spacing: Spacing) -> tuple[float, float, float, Distances]:
     """(Dice, HD95, NSD at the smallest spacing, the surface distances) of one matched pair of lesion masks."""
-    sd_ref, sd_pred = _surface_distances(ref, pred, spacing)
+    sd_ref, sd_pred = border_distances(ref, pred, spacing)
     return _dsc(ref, pred), _hd95(sd_ref, sd_pred), _nsd(sd_ref, sd_pred, min(spacing)), (sd_ref, sd_pred)
 
 
@@ -173,7 +164,7 @@ def _global_scores(ref: np.ndarray, pred: np.ndarray, any_lesion: bool, distance
     """
     if not (ref & pred).any():
         return {f"global_bin_{k}": (v.otherwise if any_lesion else v.no_instances) for k, v in _ZERO_TP.items()}
-    sd_ref, sd_pred = distances if distances is not None else _surface_distances(ref, pred, _UNIT_SPACING)
+    sd_ref, sd_pred = distances if distances is not None else border_distances(ref, pred, _UNIT_SPACING)
     return {
         "global_bin_dsc": _dsc(ref, pred),
         "global_bin_hd95": _hd95(sd_ref, sd_pred),
@@ -186,8 +177,7 @@ def region_panoptic_scores(
 ) -> tuple[dict[str, float], list[ReferenceLesion]]:
     """brats-evaluation's keys for one region's binary masks, and its reference-lesion list."""
     box = bounding_box(ref_mask | pred_mask)
-    if box is not None:  # lesions, their sizes and borders are the same in a box one voxel larger than the region
-        box = grow_box(box, 1, ref_mask.shape)
+    if box is not None:  # lesions, their sizes and borders are the same in the box around the region
         ref_mask, pred_mask = np.ascontiguousarray(ref_mask[box]), np.ascontiguousarray(pred_mask[box])
     ref, n_ref = _lesions(ref_mask)
     pred, n_pred = _lesions(pred_mask)
@@ -199,8 +189,7 @@ def region_panoptic_scores(
     matched: list[ReferenceLesion] = []
     distances: Distances | None = None
     for number in sorted(matches):
-        box = _union(ref_boxes[number], pred_boxes[matches[number] - 1])
-        box = grow_box(box, _PAIR_PAD, ref.shape)
+        box = union_box(ref_boxes[number], pred_boxes[matches[number] - 1])
         ref_lesion, pred_lesion = ref[box] == number, pred[box] == matches[number]
         voxels = int(np.count_nonzero(ref_lesion))
         dsc, hd95, nsd, distances = _instance_scores(ref_lesion, pred_lesion, spacing)
@@ -228,10 +217,6 @@ def region_panoptic_scores(
     return {column: row[column] for column in PANOPTIC_COLUMNS}, matched + missed
 
 
-def _union(a: tuple[slice, ...], b: tuple[slice, ...]) -> tuple[slice, ...]:
-    return tuple(slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(a, b))
-
-
 def panoptic_scores(
     pred: np.ndarray, gt: np.ndarray, spacing: Spacing
 ) -> tuple[dict[str, dict[str, float]], list[ReferenceLesion]]:
@@ -246,9 +231,9 @@ def panoptic_scores(
     """
     if pred.shape != gt.shape:
         raise ValueError(f"shape mismatch: prediction {pred.shape} vs ground truth {gt.shape}")
-    box = bounding_box((pred != 0) | (gt != 0))
-    # Components and borders inside a box larger than everything are those of the whole volume.
-    box = (slice(0, 1),) * 3 if box is None else grow_box(box, _PAIR_PAD, gt.shape)
+    # Components and borders inside the box around every label are those of the whole volume
+    # (``border`` treats beyond a box as background, as beyond the image).
+    box = bounding_box((pred != 0) | (gt != 0)) or (slice(0, 1),) * 3
     # Work on the transposes (z, y, x), C-contiguous, as SimpleITK hands them to panoptica: a
     # C-order scan of them numbers the lesions as panoptica does, and every pass runs over
     # contiguous memory. The spacing stays (x, y, z), unreversed: the quirk in the module notes.

@@ -65,7 +65,6 @@ CORRECTED = Protocol(
 )
 
 
-
 @dataclass(frozen=True)
 class PanopticProtocol:
     """The 2026 challenge's protocol: brats-evaluation's configuration of panoptica.

@@ -49,6 +49,11 @@ def grow_box(box: tuple[slice, ...], by: int, shape: tuple[int, ...]) -> tuple[s
     return tuple(slice(max(0, s.start - by), min(n, s.stop + by)) for s, n in zip(box, shape))
 
 
+def union_box(a: tuple[slice, ...], b: tuple[slice, ...]) -> tuple[slice, ...]:
+    """The smallest box holding boxes ``a`` and ``b``."""
+    return tuple(slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(a, b))
+
+
 def nearest_distances(from_mask: np.ndarray, to_mask: np.ndarray, spacing: Spacing) -> np.ndarray:
     """Distance in mm from each True voxel of ``from_mask`` to the nearest True voxel of ``to_mask``.
 
@@ -145,6 +150,14 @@ def border(mask: np.ndarray) -> np.ndarray:
     return mask & ~interior
 
 
+def border_distances(a: np.ndarray, b: np.ndarray, spacing: Spacing) -> tuple[np.ndarray, np.ndarray]:
+    """(``a``'s border -> ``b``'s border, ``b``'s border -> ``a``'s border) distances in mm of two non-empty
+    masks, computed on the box around both (``border`` treats beyond the box as background, as beyond the image)."""
+    box = bounding_box(a | b)
+    border_a, border_b = border(a[box]), border(b[box])
+    return nearest_distances(border_a, border_b, spacing), nearest_distances(border_b, border_a, spacing)
+
+
 def normalized_surface_dice(
     pred: np.ndarray, gt: np.ndarray, thresholds: tuple[float, ...], spacing: Spacing
 ) -> tuple[float, ...]:
@@ -153,15 +166,9 @@ def normalized_surface_dice(
     The official formula is (tp_a + tp_b) / (tp_a + tp_b + fp + fn + 1e-8) with
     per-side fractions, i.e. the mean of the two directed fractions, slightly shrunk.
     """
-    box = bounding_box(pred | gt)
-    if box is None:
+    if not (pred.any() and gt.any()):
         raise ValueError("normalized_surface_dice needs non-empty masks")
-    # One voxel of zero padding makes the erosion see the same outside as at the image edge.
-    pred = np.pad(pred[box], 1)
-    gt = np.pad(gt[box], 1)
-    border_pred, border_gt = border(pred), border(gt)
-    pred_to_gt = nearest_distances(border_pred, border_gt, spacing)
-    gt_to_pred = nearest_distances(border_gt, border_pred, spacing)
+    pred_to_gt, gt_to_pred = border_distances(pred, gt, spacing)
     scores = []
     for threshold in thresholds:
         tp_a = np.sum(pred_to_gt <= threshold) / pred_to_gt.size
