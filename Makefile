@@ -1,13 +1,15 @@
 # Two entry points: `make demo` and `make test`. Each creates .venv and installs what it needs.
+# `make prepare-deps` adds the `prepare` extra (raw clinical exams); `make test` installs it too.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # CPU build here; CUDA users: make TORCH_SPEC=torch (or install torch in .venv first, see README).
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
+PREPARE_STAMP := $(VENV)/.prepare-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test install bench clean
+.PHONY: demo test install prepare-deps bench bench-prepare clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,12 +18,18 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 
+$(PREPARE_STAMP): $(STAMP) requirements-prepare.txt
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements-prepare.txt
+	touch $(PREPARE_STAMP)
+
 install: $(STAMP)
+
+prepare-deps: $(PREPARE_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/gliomaseg demo --out demo_out
 
-test: $(STAMP)
+test: $(STAMP) $(PREPARE_STAMP)
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
 # All benchmarks (about 4 hours on 2 cores: bench_learning.py, four networks x two targets,
@@ -36,6 +44,9 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_learning.py
 	$(BIN)/python benchmarks/bench_inference.py
 	$(BIN)/python benchmarks/bench_real.py
+
+bench-prepare: $(PREPARE_STAMP)
+	$(BIN)/python benchmarks/bench_prepare.py
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache

@@ -153,6 +153,42 @@ def preprocess(
     _finish(report, "preprocess")
 
 
+@app.command(name="prepare")
+@handles_input_errors
+def prepare_command(
+    input_path: Annotated[Path, typer.Argument(help="One exam folder (NIfTI files or DICOM series folders, recognised by name) or a folder of exam folders.")],
+    out_dir: Path,
+    t1n: Annotated[Optional[Path], typer.Option(help="The native T1 file or DICOM folder (one exam; overrides name recognition).")] = None,
+    t1c: Annotated[Optional[Path], typer.Option(help="The post-contrast T1.")] = None,
+    t2w: Annotated[Optional[Path], typer.Option(help="The T2.")] = None,
+    t2f: Annotated[Optional[Path], typer.Option(help="The FLAIR.")] = None,
+    atlas: Annotated[str, typer.Option(help="mni152 (the BraTS 2024 grid, 182x218x182 at 1 mm) or a skull-stripped T1 template file.")] = "mni152",
+    accurate: Annotated[bool, typer.Option("--accurate", help="HD-BET's five folds with mirroring (about 40x slower on a CPU than the default single fold).")] = False,
+    n4: Annotated[bool, typer.Option("--n4", help="N4 bias-field correction before registration.")] = False,
+    overwrite: bool = False,
+    fail_fast: FailFast = False,
+) -> None:
+    """Raw exams (skull on, any orientation and voxel size) -> co-registered, skull-stripped BraTS-layout cases on the atlas grid."""
+    from gliomaseg.preparation.prepare import PrepareOptions, prepare
+
+    given = {"t1n": t1n, "t1c": t1c, "t2w": t2w, "t2f": t2f}
+    report = prepare(input_path, out_dir, PrepareOptions(atlas, accurate, n4), given, overwrite, fail_fast, _state["quiet"])
+    _finish(report, "prepare")
+
+
+@app.command()
+@handles_input_errors
+def restore(
+    labels: Annotated[Path, typer.Argument(help="A label map on a prepared case's grid (e.g. a prediction).")],
+    prepared_case: Annotated[Path, typer.Argument(help="The prepared case folder (holds prepare.json).")],
+    out: Annotated[Path, typer.Argument(help="Where to write the label map on the original t1c's grid.")],
+) -> None:
+    """Put a segmentation of a prepared case back on the patient's original t1c grid and affine."""
+    from gliomaseg.preparation.restore import restore as restore_labels
+
+    typer.echo(f"wrote {restore_labels(labels, prepared_case, out)}", err=True)
+
+
 def _known_preset(value: str) -> str:
     from gliomaseg.config import PRESETS
 
@@ -242,6 +278,7 @@ def predict_command(
     no_postprocess: Annotated[bool, typer.Option("--no-postprocess", help="Skip the run's post-processing rules (RUN/postprocess.json).")] = False,
     rules: Annotated[Optional[Path], typer.Option(help="Post-processing rules file to apply instead of the run's own.")] = None,
     save_probabilities: Annotated[bool, typer.Option("--save-probabilities", help="Also write OUT_DIR/<case>.npz (native-grid probabilities) for `gliomaseg ensemble`.")] = False,
+    native: Annotated[bool, typer.Option("--native", help="Cases made by `gliomaseg prepare`: also write OUT_DIR/<case>-native.nii.gz on the original t1c's grid and affine.")] = False,
 ) -> None:
     """Segment cases; writes OUT_DIR/<case>.nii.gz on each input's own grid, post-processed by the run's tuned rules."""
     from gliomaseg.inference.predictor import predict
@@ -251,7 +288,7 @@ def predict_command(
     if shard is None:
         shard = f"{os.environ.get('RANK', '0')}/{os.environ.get('WORLD_SIZE', '1')}"
     report = predict(input_path, out_dir, model, device, tta, overwrite, fail_fast, _parse_shard(shard), _state["quiet"],
-                     rules or not no_postprocess, save_probabilities)
+                     rules or not no_postprocess, save_probabilities, native)
     _finish(report, "predict")
 
 

