@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import locale
 from pathlib import Path
 
 import SimpleITK as sitk
@@ -38,6 +39,16 @@ def write_dicom_series(image: sitk.Image, folder: Path, spacing: tuple[float, fl
     }
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
+    # GDCM's writer switches the process to the C locale and leaves it there.
+    previous = locale.setlocale(locale.LC_ALL)
+    try:
+        _write_slices(volume, folder, writer, common, series_uid)
+    finally:
+        locale.setlocale(locale.LC_ALL, previous)
+    return volume
+
+
+def _write_slices(volume: sitk.Image, folder: Path, writer: sitk.ImageFileWriter, common: dict[str, str], series_uid: str) -> None:
     for k in range(volume.GetDepth()):
         slice_ = volume[:, :, k]
         for tag, value in common.items():
@@ -47,4 +58,3 @@ def write_dicom_series(image: sitk.Image, folder: Path, spacing: tuple[float, fl
         slice_.SetMetaData("0020|0032", "\\".join(f"{v:.6f}" for v in volume.TransformIndexToPhysicalPoint((0, 0, k))))
         writer.SetFileName(str(folder / f"IM{k + 1:04d}.dcm"))
         writer.Execute(slice_)
-    return volume

@@ -228,3 +228,37 @@ def test_a_registration_that_fails_is_reported_and_nothing_is_written(tmp_path):
     _assert_one_line_failure(result, "T1.nii.gz", "exam-02", "registration of t1n to t1c (exam-02) failed")
     assert not (tmp_path / "out" / "exam-02").exists()
     assert not list((tmp_path / "out").glob(".*"))
+
+
+def test_sequences_given_explicitly_win_over_names(tmp_path):
+    from gliomaseg.errors import InputError
+    from gliomaseg.preparation.sequences import find_sequences
+
+    exam = _exam(tmp_path, t2f=None)
+    unusual = tmp_path / "series_0007.nii.gz"
+    unusual.write_bytes((CASE / f"{CASE.name}-t2f.nii.gz").read_bytes())
+    with pytest.raises(InputError, match="no t2f sequence found"):
+        find_sequences(exam)
+    found = find_sequences(exam, {"t2f": unusual})
+    assert found["t2f"] == unusual and found["t1c"].name == "T1CE.nii.gz"
+    with pytest.raises(InputError, match="does not exist"):
+        find_sequences(exam, {"t2f": tmp_path / "nowhere.nii.gz"})
+
+
+def test_n4_removes_a_smooth_bias_field():
+    from gliomaseg.preparation.bias_field import correct_bias_field
+
+    image = sitk.ReadImage(str(CASE / f"{CASE.name}-t1n.nii.gz"), sitk.sitkFloat32)
+    data = sitk.GetArrayFromImage(image)
+    brain = data > 0
+    x = np.linspace(0.6, 1.4, data.shape[2], dtype=np.float32)
+    biased = sitk.GetImageFromArray(data * x[None, None, :])
+    biased.CopyInformation(image)
+
+    def left_right_ratio(volume: np.ndarray) -> float:
+        half = volume.shape[2] // 2
+        return float(volume[:, :, half:][brain[:, :, half:]].mean() / volume[:, :, :half][brain[:, :, :half]].mean())
+
+    truth, before = left_right_ratio(data), left_right_ratio(sitk.GetArrayFromImage(biased))
+    after = left_right_ratio(sitk.GetArrayFromImage(correct_bias_field(biased)))
+    assert abs(after - truth) < 0.5 * abs(before - truth), (truth, before, after)

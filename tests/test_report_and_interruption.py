@@ -189,3 +189,18 @@ def test_stale_temporaries_of_other_shards_are_left_alone(trained_run, synthetic
     assert result.exit_code == 0, result.output
     assert not mine.exists() and other.exists()
     assert [p.name for p in out.glob("*.nii.gz") if not p.name.startswith(".")] == [f"{cases[0].name}.nii.gz"]
+
+
+def test_text_outputs_are_utf8_under_the_c_locale(tmp_path):
+    # GDCM (SimpleITK's DICOM writer) leaves a process in the C locale, whose default encoding is ASCII.
+    import locale
+
+    from gliomaseg.io.atomic import write_text_atomic
+
+    previous = locale.setlocale(locale.LC_ALL)
+    try:
+        locale.setlocale(locale.LC_ALL, "C")
+        write_text_atomic(tmp_path / "page.html", "182×218×182 — ok")
+    finally:
+        locale.setlocale(locale.LC_ALL, previous)
+    assert (tmp_path / "page.html").read_text(encoding="utf-8") == "182×218×182 — ok"

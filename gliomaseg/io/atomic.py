@@ -41,8 +41,9 @@ def write_atomic(target: Path | str, write: Callable[[Path], None]) -> Path:
 
 
 def write_text_atomic(target: Path | str, text: str) -> Path:
-    """Atomically replace ``target`` with ``text``."""
-    return write_atomic(target, lambda tmp: tmp.write_text(text))
+    """Atomically replace ``target`` with ``text``, in UTF-8 whatever the locale says (a library
+    may switch the process to the C locale, whose ASCII cannot write the non-ASCII signs of the HTML report)."""
+    return write_atomic(target, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def remove_stale_temporaries(folder: Path | str, stems: Iterable[str] | None = None) -> int:

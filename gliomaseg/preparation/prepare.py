@@ -81,17 +81,6 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def _n4(image):
-    """N4 bias-field correction, fitted on a 4x shrunken image (the field is smooth) and applied at full resolution."""
-    import SimpleITK as sitk
-
-    shrunk = sitk.Shrink(image, [4] * 3)
-    mask = sitk.OtsuThreshold(shrunk, 0, 1)
-    corrector = sitk.N4BiasFieldCorrectionImageFilter()
-    corrector.Execute(shrunk, mask)
-    return image / sitk.Exp(corrector.GetLogBiasFieldAsImage(image))
-
-
 def _source_header(nifti_path: Path) -> dict | None:
     """The original NIfTI header's qform/sform and codes, so a restored segmentation is placed exactly as the scan."""
     try:
@@ -138,6 +127,7 @@ def prepare_exam(exam: Path, out_dir: Path, atlas, options: PrepareOptions, give
     """Prepare one exam into ``out_dir/<name>/`` (``name`` defaults to the exam folder's name)."""
     import SimpleITK as sitk
 
+    from gliomaseg.preparation.bias_field import correct_bias_field
     from gliomaseg.preparation.brain_extraction import brain_mask
     from gliomaseg.preparation.registration import register_rigid, resample_onto
 
@@ -151,7 +141,7 @@ def prepare_exam(exam: Path, out_dir: Path, atlas, options: PrepareOptions, give
         for modality, path in sources.items():
             images[modality], grids[modality], files[modality] = timer("read", read_sequence, path, work)
             if options.n4:
-                images[modality] = timer("n4", _n4, images[modality])
+                images[modality] = timer("n4", correct_bias_field, images[modality])
         t1c = images["t1c"]
         # Co-registration first: an unrelated series fails before the slower steps.
         registrations = {m: _checked(timer("coregistration", register_rigid, t1c, images[m]), sources[m], f"{m} to t1c ({name})")
