@@ -165,6 +165,7 @@ def prepare_command(
     atlas: Annotated[str, typer.Option(help="mni152 (the BraTS 2024 grid, 182x218x182 at 1 mm) or a skull-stripped T1 template file.")] = "mni152",
     accurate: Annotated[bool, typer.Option("--accurate", help="HD-BET's five folds with mirroring (about 40x slower on a CPU than the default single fold).")] = False,
     n4: Annotated[bool, typer.Option("--n4", help="N4 bias-field correction before registration.")] = False,
+    device: Annotated[Optional[str], typer.Option(help="Where HD-BET runs (cpu, cuda, cuda:1); default: a GPU when there is one.")] = None,
     overwrite: bool = False,
     fail_fast: FailFast = False,
 ) -> None:
@@ -172,7 +173,7 @@ def prepare_command(
     from gliomaseg.preparation.prepare import PrepareOptions, prepare
 
     given = {"t1n": t1n, "t1c": t1c, "t2w": t2w, "t2f": t2f}
-    report = prepare(input_path, out_dir, PrepareOptions(atlas, accurate, n4), given, overwrite, fail_fast, _state["quiet"])
+    report = prepare(input_path, out_dir, PrepareOptions(atlas, accurate, n4, device), given, overwrite, fail_fast, _state["quiet"])
     _finish(report, "prepare")
 
 

@@ -12,6 +12,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 
 from dicom_series import write_dicom_series
 from gliomaseg.data.moved_exams import write_moved_exam
@@ -262,3 +263,27 @@ def test_n4_removes_a_smooth_bias_field():
     truth, before = left_right_ratio(data), left_right_ratio(sitk.GetArrayFromImage(biased))
     after = left_right_ratio(sitk.GetArrayFromImage(correct_bias_field(biased)))
     assert abs(after - truth) < 0.5 * abs(before - truth), (truth, before, after)
+
+
+class _Equivariant(torch.nn.Module):
+    """A stand-in for an HD-BET fold that commutes with flips: every mirroring, undone, must give the same answer."""
+
+    def __init__(self, fold: int):
+        super().__init__()
+        self.scale = 1.0 + fold
+
+    def forward(self, x):
+        brain = torch.sigmoid(self.scale * x)
+        return torch.cat([1 - brain, brain], dim=1)
+
+
+def test_accurate_mode_averages_folds_and_undoes_every_mirroring(monkeypatch):
+    from gliomaseg.preparation import brain_extraction
+
+    monkeypatch.setattr(brain_extraction, "hd_bet_network", _Equivariant)
+    volume = np.random.default_rng(0).normal(size=(20, 30, 25)).astype(np.float32)
+    plain = brain_extraction.brain_probability(volume, (0,), mirror=False)
+    assert plain.shape == volume.shape
+    np.testing.assert_allclose(plain, 1 / (1 + np.exp(-volume)), atol=1e-6)
+    folds = brain_extraction.brain_probability(volume, (0, 1), mirror=True)
+    np.testing.assert_allclose(folds, (1 / (1 + np.exp(-volume)) + 1 / (1 + np.exp(-2 * volume))) / 2, atol=1e-6)

@@ -21,6 +21,7 @@ import torch
 
 from gliomaseg.errors import InputError
 from gliomaseg.preparation.raw_images import EXTRA_HINT, require
+from gliomaseg.training.networks import pick_device
 
 NETWORK_SPACING_MM = 1.5
 """HD-BET's networks were trained on images resampled to 1.5 mm."""
@@ -70,34 +71,35 @@ def _padded(volume: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def brain_probability(volume: np.ndarray, folds: tuple[int, ...], mirror: bool) -> np.ndarray:
+def brain_probability(volume: np.ndarray, folds: tuple[int, ...], mirror: bool, device: torch.device | str = "cpu") -> np.ndarray:
     """Mean HD-BET brain probability of a z-scored (z, y, x) volume at 1.5 mm, over folds (and 8 mirrorings)."""
-    x = torch.from_numpy(_padded(volume))[None, None]
-    total = torch.zeros(x.shape[2:])
+    x = torch.from_numpy(_padded(volume))[None, None].to(device)
+    total = torch.zeros(x.shape[2:], device=device)
     flips = MIRROR_AXES if mirror else ((),)
     for fold in folds:
-        network = hd_bet_network(fold)
+        network = hd_bet_network(fold).to(device)
         for axes in flips:
             flipped = torch.flip(x, axes) if axes else x
             out = network(flipped)
             out = out[0] if isinstance(out, (list, tuple)) else out
             total += (torch.flip(out, axes) if axes else out)[0, 1]
     total /= len(folds) * len(flips)
-    return total[: volume.shape[0], : volume.shape[1], : volume.shape[2]].numpy()
+    return total[: volume.shape[0], : volume.shape[1], : volume.shape[2]].cpu().numpy()
 
 
-def brain_mask(image: sitk.Image, accurate: bool = False) -> sitk.Image:
+def brain_mask(image: sitk.Image, accurate: bool = False, device: str | None = None) -> sitk.Image:
     """The brain (uint8 0/1) of a T1-weighted head image, on the image's own grid.
 
     The image is resampled to 1.5 mm and z-scored as HD-BET was trained; the prediction's largest
     connected component is kept (as HD-BET's post-processing) and brought back by nearest
     neighbour. ``accurate``: the five folds with mirroring, as HD-BET's default mode (about 40x
-    the time of the fast mode).
+    the time of the fast mode). ``device``: as ``predict``'s (a GPU when there is one).
     """
+
     low_res = sitk.Resample(image, _network_grid(image), sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
     volume = sitk.GetArrayFromImage(low_res)
     volume = (volume - volume.mean()) / max(float(volume.std()), 1e-8)
-    brain = brain_probability(volume, FOLDS_ACCURATE if accurate else FOLDS_FAST, mirror=accurate) > 0.5
+    brain = brain_probability(volume, FOLDS_ACCURATE if accurate else FOLDS_FAST, accurate, pick_device(device)) > 0.5
     brain = cc3d.largest_k(brain, k=1) > 0 if brain.any() else brain
     mask = sitk.GetImageFromArray(brain.astype(np.uint8))
     mask.CopyInformation(low_res)

@@ -56,6 +56,8 @@ class PrepareOptions:
     """HD-BET's five folds with mirroring instead of one fold (about 40x the time)."""
     n4: bool = False
     """N4 bias-field correction of each sequence before registration."""
+    device: str | None = None
+    """Where HD-BET runs: as ``predict --device`` (a GPU when there is one)."""
 
 
 class _Timer:
@@ -105,7 +107,7 @@ def _record(name: str, sources: dict[str, Path], atlas, options: PrepareOptions,
         "exam": name,
         "sources": {m: str(p.resolve()) for m, p in sources.items()},
         "atlas": {"name": atlas.name, "grid": atlas.grid.to_dict()},
-        "options": {"accurate": options.accurate, "n4": options.n4},
+        "options": {"accurate": options.accurate, "n4": options.n4, "device": options.device or "auto"},
         "native_t1c": {"grid": t1c_grid.to_dict(), "header": _source_header(t1c_file)},
         "transforms": {
             "convention": "4x4 matrices on LPS points in mm; 'atlas_to_t1c' maps an atlas point to the native t1c's, "
@@ -146,7 +148,7 @@ def prepare_exam(exam: Path, out_dir: Path, atlas, options: PrepareOptions, give
         # Co-registration first: an unrelated series fails before the slower steps.
         registrations = {m: _checked(timer("coregistration", register_rigid, t1c, images[m]), sources[m], f"{m} to t1c ({name})")
                          for m in MOVING}
-        native_mask = timer("brain_extraction", brain_mask, t1c, options.accurate)
+        native_mask = timer("brain_extraction", brain_mask, t1c, options.accurate, options.device)
         if sitk.GetArrayViewFromImage(native_mask).sum() * np.prod(t1c.GetSpacing()) < 100_000:  # < 100 ml: no brain found
             raise InputError(sources["t1c"], f"{name}: brain extraction found no brain in t1c")
         registrations["t1c"] = _checked(timer("atlas_registration", register_rigid, atlas.template, sitk.Mask(t1c, native_mask),
