@@ -2,7 +2,9 @@
 
 Exams: the bundled cases with t1n, t2w and t2f moved by known rigid transforms (10-15 degrees,
 10-14 mm), resampled to 0.9 x 0.9 x 4 mm and reoriented (``gliomaseg.data.moved_exams``), so
-each run also reports its co-registration error against the truth. Each exam is prepared by the
+each run also reports its co-registration error against the truth; and the same made of ROBEX's
+reference head (tests/fixtures/robex), a real T1 head with skull and neck, standing in for all
+four sequences (the bundled cases are already skull-stripped). Each exam is prepared by the
 CLI in its own process (its peak resident memory is that process's). The goal (issue #12) is at
 most 120 s per exam on 2 cores with HD-BET fast; brainles-preprocessing 0.6.14 took 329 s for one
 exam on a 2-core CPU like ours (the issue's figure: it downloads atlases and weights at run time,
@@ -34,6 +36,7 @@ from common import write_results  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CASES = [REPO / "examples" / "data" / name for name in ("TCGA-DU-7294", "TCGA-FG-6692")]
+ROBEX_HEAD = REPO / "tests" / "fixtures" / "robex" / "robex-head.nii.gz"
 BRAINLES_SECONDS = 329.0
 GOAL_SECONDS = 120.0
 
@@ -93,6 +96,15 @@ def _denormal_peer(threads: int) -> dict:
             "max_abs_output_difference": float((outputs["shipped"] - outputs["flushed"]).abs().max())}
 
 
+def _robex_case(folder: Path) -> Path:
+    """A BraTS-layout case whose four sequences are ROBEX's head with skull."""
+    case = folder / "ROBEX-head"
+    case.mkdir(parents=True)
+    for modality in ("t1n", "t1c", "t2w", "t2f"):
+        shutil.copy(ROBEX_HEAD, case / f"{case.name}-{modality}.nii.gz")
+    return case
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
@@ -101,7 +113,7 @@ def main() -> None:
 
     rows, details = [], {}
     with tempfile.TemporaryDirectory() as tmp:
-        for case in CASES:
+        for case in [*CASES, _robex_case(Path(tmp) / "robex")]:
             exam = Path(tmp) / "raw" / case.name
             truths = write_moved_exam(case, exam)
             seconds, peak_gb = _prepare_in_child(exam, Path(tmp) / "prepared", args.threads)
