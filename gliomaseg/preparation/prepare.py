@@ -2,8 +2,8 @@
 co-registered, skull-stripped cases on the atlas grid, in BraTS layout.
 
 Per exam: read each sequence (DICOM through dcm2niix) in LPS axis order, optionally N4-correct
-it, extract the brain on t1c (HD-BET), register t1n, t2w and t2f to t1c (rigid, mutual
-information) and t1c's brain to the atlas brain (rigid), compose the transforms, resample every
+it, register t1n, t2w and t2f to t1c (rigid, mutual information), extract the brain on t1c
+(HD-BET), register t1c's brain to the atlas brain (rigid), compose the transforms, resample every
 sequence once onto the atlas grid, apply the t1c brain mask to all four and write
 ``OUT/<exam>/<exam>-{t1n,t1c,t2w,t2f}.nii.gz`` plus ``prepare.json`` (sources, transforms,
 the original t1c's grid and header, versions, timings), which ``restore`` uses to put a
