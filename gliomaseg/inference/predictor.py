@@ -143,9 +143,9 @@ def _predict_folder(folder: Path, models: Sequence[LoadedModel], rules: Postproc
                     save_probabilities: bool, native: bool = False) -> Path:
     case = load_case(read_case_folder(folder, allow_missing=accepts_missing_sequences(models)), with_label=False)
     if native:  # before the network runs: a case that cannot go back fails fast
-        from gliomaseg.preparation.restore import onto_original_grid, read_prepare_record
+        from gliomaseg.preparation.restore import read_original_scan, save_on_original_grid
 
-        record = read_prepare_record(folder)
+        scan = read_original_scan(folder)
     _record_missing(case, models, out_dir)
     targets, probabilities = ensemble_probabilities(models, case, flip_tta)
     if save_probabilities:  # first: a case counts as done once its label map exists
@@ -153,8 +153,7 @@ def _predict_folder(folder: Path, models: Sequence[LoadedModel], rules: Postproc
         write_probabilities(probabilities_path(out_dir, case.case_id), saved)
     label_map = rules.apply(targets.decode(probabilities).numpy())
     if native:
-        data, affine, space = onto_original_grid(label_map, case.affine, record)
-        save_label_map(data, affine, native_output_path(out_dir, case.case_id), space)
+        save_on_original_grid(label_map, case.affine, scan, native_output_path(out_dir, case.case_id))
     return save_label_map(label_map, case.affine, output_path(out_dir, case.case_id), case.space)
 
 

@@ -95,7 +95,6 @@ def brain_mask(image: sitk.Image, accurate: bool = False, device: str | None = N
     neighbour. ``accurate``: the five folds with mirroring, as HD-BET's default mode (about 40x
     the time of the fast mode). ``device``: as ``predict``'s (a GPU when there is one).
     """
-
     low_res = sitk.Resample(image, _network_grid(image), sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
     volume = sitk.GetArrayFromImage(low_res)
     volume = (volume - volume.mean()) / max(float(volume.std()), 1e-8)

@@ -32,14 +32,14 @@ import numpy as np
 
 from gliomaseg.batch import BatchReport, run_batch
 from gliomaseg.errors import InputError
+from gliomaseg.io.cases import NIFTI_SUFFIX
 from gliomaseg.io.nifti import HeaderSpace
 from gliomaseg.labels import MODALITIES
 from gliomaseg.preparation.raw_images import read_sequence, require
-from gliomaseg.preparation.sequences import SEQUENCE_NAMES, find_sequences, sequence_of
+from gliomaseg.preparation.sequences import SEQUENCE_NAMES, find_sequences, holds_sequences
 
 log = logging.getLogger("gliomaseg")
 PREPARE_JSON = "prepare.json"
-NIFTI_SUFFIX = ".nii.gz"
 MOVING = tuple(m for m in MODALITIES if m != "t1c")
 ATLAS_SAMPLING = 0.02
 """Fraction of the atlas grid's 7.2 M voxels the atlas registration samples: 2 % (144 k) took
@@ -124,16 +124,15 @@ def _record(name: str, sources: dict[str, Path], atlas, options: PrepareOptions,
     }
 
 
-def prepare_exam(exam: Path, out_dir: Path, atlas, options: PrepareOptions, given: dict[str, Path] | None = None,
-                 name: str | None = None) -> Path:
-    """Prepare one exam into ``out_dir/<name>/`` (``name`` defaults to the exam folder's name)."""
+def prepare_exam(exam: Path, out_dir: Path, atlas, options: PrepareOptions, given: dict[str, Path] | None = None) -> Path:
+    """Prepare one exam into ``out_dir/<exam folder's name>/``."""
     import SimpleITK as sitk
 
     from gliomaseg.preparation.bias_field import correct_bias_field
     from gliomaseg.preparation.brain_extraction import brain_mask
     from gliomaseg.preparation.registration import register_rigid, resample_onto
 
-    name = name or exam.name
+    name = exam.name
     sources = find_sequences(exam, given)
     timer = _Timer()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -174,17 +173,11 @@ def prepare_exam(exam: Path, out_dir: Path, atlas, options: PrepareOptions, give
         shutil.rmtree(work, ignore_errors=True)
 
 
-def is_exam(folder: Path) -> bool:
-    """A folder holding sequences itself (rather than a folder of exams)."""
-    return any(sequence_of(entry) is not None and (entry.is_dir() or entry.name.lower().endswith((".nii", ".nii.gz")))
-               for entry in folder.iterdir() if not entry.name.startswith("."))
-
-
 def find_exams(input_path: Path) -> list[Path]:
     """``input_path`` if it is an exam, else its subfolders, sorted."""
     if not input_path.is_dir():
         raise InputError(input_path, "is not a folder (give an exam folder or a folder of exam folders)")
-    if is_exam(input_path):
+    if holds_sequences(input_path):
         return [input_path]
     exams = sorted(p for p in input_path.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not exams:
@@ -207,7 +200,7 @@ def prepare(input_path: Path | str, out_dir: Path | str, options: PrepareOptions
         require(module)
     input_path, out_dir = Path(input_path), Path(out_dir)
     given = {m: Path(p) for m, p in (given or {}).items() if p is not None}
-    if given and input_path.is_dir() and not is_exam(input_path) and len(given) < len(MODALITIES):
+    if given and input_path.is_dir() and not holds_sequences(input_path) and len(given) < len(MODALITIES):
         raise InputError(input_path, "--t1n/--t1c/--t2w/--t2f name files of one exam; INPUT must be that exam's folder")
     exams = [input_path] if given else find_exams(input_path)
     todo = [e for e in exams if overwrite or not (out_dir / e.name / PREPARE_JSON).exists()]

@@ -17,6 +17,7 @@ import numpy as np
 
 from gliomaseg.errors import InputError
 
+_RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])  # its own inverse: also LPS -> RAS
 EXTRA_HINT = 'install the prepare extra: pip install "gliomaseg[prepare]" (or make prepare-deps)'
 
 
@@ -40,14 +41,33 @@ class Grid:
         return cls(tuple(int(s) for s in image.GetSize()), tuple(image.GetSpacing()), tuple(image.GetOrigin()),
                    tuple(image.GetDirection()))
 
-    def empty_image(self, pixel_id: int | None = None):
-        import SimpleITK as sitk
+    @classmethod
+    def from_affine(cls, affine: np.ndarray, shape: tuple[int, int, int]) -> Grid:
+        """The grid of a NIfTI volume as nibabel reads it: (X, Y, Z) voxels and a RAS affine."""
+        lps = _RAS_TO_LPS @ np.asarray(affine, float)
+        spacing = np.linalg.norm(lps[:3, :3], axis=0)
+        return cls(tuple(int(n) for n in shape), tuple(spacing.tolist()), tuple(lps[:3, 3].tolist()),
+                   tuple((lps[:3, :3] / spacing).ravel().tolist()))
 
-        image = sitk.Image(list(self.size), sitk.sitkUInt8 if pixel_id is None else pixel_id)
+    @property
+    def affine(self) -> np.ndarray:
+        """The NIfTI (RAS) affine of this grid."""
+        lps = np.eye(4)
+        lps[:3, :3] = np.asarray(self.direction).reshape(3, 3) * np.asarray(self.spacing)
+        lps[:3, 3] = self.origin
+        return _RAS_TO_LPS @ lps
+
+    def place(self, image):
+        """``image`` (of this grid's size) given this grid's spacing, origin and direction."""
         image.SetSpacing(self.spacing)
         image.SetOrigin(self.origin)
         image.SetDirection(self.direction)
         return image
+
+    def empty_image(self, pixel_id: int | None = None):
+        import SimpleITK as sitk
+
+        return self.place(sitk.Image(list(self.size), sitk.sitkUInt8 if pixel_id is None else pixel_id))
 
     def to_dict(self) -> dict:
         return {"size": list(self.size), "spacing": list(self.spacing), "origin": list(self.origin), "direction": list(self.direction)}

@@ -53,6 +53,11 @@ def sequence_of(path: Path) -> str | None:
     return None
 
 
+def holds_sequences(folder: Path) -> bool:
+    """Whether ``folder`` is an exam (holds sequences itself) rather than a folder of exams."""
+    return any(_is_candidate(entry) and sequence_of(entry) is not None for entry in folder.iterdir())
+
+
 def find_sequences(exam: Path, given: dict[str, Path] | None = None) -> dict[str, Path]:
     """``{modality: path}`` for the four sequences of ``exam``; ``given`` ones win over names.
 
