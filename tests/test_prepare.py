@@ -33,12 +33,16 @@ def _no_network(*args, **kwargs):
     raise OSError("network access is blocked in this test")
 
 
+def _block_network(patch: pytest.MonkeyPatch) -> None:
+    for name in ("connect", "connect_ex"):
+        patch.setattr(socket.socket, name, _no_network)
+    patch.setattr(socket, "getaddrinfo", _no_network)
+    patch.setattr(socket, "create_connection", _no_network)
+
+
 @pytest.fixture()
 def network_blocked(monkeypatch):
-    for name in ("connect", "connect_ex"):
-        monkeypatch.setattr(socket.socket, name, _no_network)
-    monkeypatch.setattr(socket, "getaddrinfo", _no_network)
-    monkeypatch.setattr(socket, "create_connection", _no_network)
+    _block_network(monkeypatch)
 
 
 def _gliomaseg(*args: str) -> subprocess.CompletedProcess:
@@ -58,9 +62,7 @@ def moved(tmp_path_factory):
     from gliomaseg.preparation.prepare import prepare
 
     with pytest.MonkeyPatch.context() as patch:
-        for name in ("connect", "connect_ex"):
-            patch.setattr(socket.socket, name, _no_network)
-        patch.setattr(socket, "getaddrinfo", _no_network)
+        _block_network(patch)
         report = prepare(root / "raw" / "exam-01", root / "prepared", quiet=True)
     assert report.ok, report.failures
     return root, truths
