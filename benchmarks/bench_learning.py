@@ -1,15 +1,16 @@
 """What each network learns, compartment by compartment, for the same data and the same number of steps.
 
-Run: ``.venv/bin/python benchmarks/bench_learning.py [--size 64] [--steps 280] [--models ...] [--targets ...]``.
+Run: ``.venv/bin/python benchmarks/bench_learning.py [--size 64] [--steps 280] [--models ...] [--targets ...]
+[--augment ...] [--name learning]``.
 One synthetic training set (seed 0) and one held-out set from another seed, both
 182x218x182, preprocessed once to ``--size``^3. Every network x target choice
-trains with the recipe's optimiser (AdamW, lr 1e-3, cosine), batch 2, its
-augmentation, through ``gliomaseg.training.train`` (a run folder each, whose
+trains with the recipe's optimiser (AdamW, lr 1e-3, cosine), batch 2, each
+``--augment`` augmentation (the default one unless told), through ``gliomaseg.training.train`` (a run folder each, whose
 split is the fixed train / held-out one), and is scored on the held-out cases
 every ``--eval-every`` steps with the official lesion-wise protocol on each case's
-native grid. Writes ``results/learning.{json,md,png}``; the last stdout line is
+native grid. Writes ``results/<name>.{json,md,png}``; the last stdout line is
 one JSON object: the held-out lesion-wise Dice per region of the default
-configuration (the recipe's VNet3d, label targets) after the last step.
+configuration (the recipe's VNet3d, label targets, default augmentation) after the last step.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from common import RESULTS, write_results
 
-from gliomaseg.config import ExperimentConfig, PreprocessConfig, TrainConfig
+from gliomaseg.config import AUGMENTATIONS, ExperimentConfig, PreprocessConfig, TrainConfig
 from gliomaseg.data.splits import save_split
 from gliomaseg.data.synthetic import write_synthetic_dataset
 from gliomaseg.labels import REGIONS
@@ -34,7 +35,7 @@ from gliomaseg.training.networks import NETWORKS
 from gliomaseg.training.targets import TARGETS
 from gliomaseg.training.trainer import METRICS_FILE, SPLIT_FILE, train
 
-DEFAULT = (TrainConfig().model, TrainConfig().targets)
+DEFAULT = (TrainConfig().model, TrainConfig().targets, TrainConfig().augment)
 
 
 def make_data(root: Path, train_cases: int, test_cases: int, size: int) -> tuple[Path, dict[str, list[str]]]:
@@ -48,12 +49,13 @@ def make_data(root: Path, train_cases: int, test_cases: int, size: int) -> tuple
     return cache, {"train": sorted(i for i in ids if i in train_ids), "val": sorted(i for i in ids if i in test_ids)}
 
 
-def learn(cache: Path, split: dict[str, list[str]], run_dir: Path, model: str, targets: str, args: argparse.Namespace) -> dict:
+def learn(cache: Path, split: dict[str, list[str]], run_dir: Path, model: str, targets: str, augment: str,
+          args: argparse.Namespace) -> dict:
     """Train one configuration; its held-out scores against steps, and seconds per step."""
     steps_per_epoch = math.ceil(len(split["train"]) / args.batch_size)
     config = ExperimentConfig(
         preprocess=PreprocessConfig(size=(args.size,) * 3),
-        train=replace(TrainConfig(), model=model, targets=targets, epochs=math.ceil(args.steps / steps_per_epoch),
+        train=replace(TrainConfig(), model=model, targets=targets, augment=augment, epochs=math.ceil(args.steps / steps_per_epoch),
                       batch_size=args.batch_size, repeats=1, val_every=max(1, round(args.eval_every / steps_per_epoch)),
                       seed=args.seed, num_workers=0),
     )
@@ -66,7 +68,7 @@ def learn(cache: Path, split: dict[str, list[str]], run_dir: Path, model: str, t
     curve = [{"step": int(row["epoch"]) * steps_per_epoch, **{r: row[f"val_dice_{r}"] for r in (*REGIONS, "mean")}}
              for row in history if not math.isnan(row.get("val_dice_mean", math.nan))]
     train_seconds = sum(row["seconds"] for row in history)
-    return {"model": model, "targets": targets, "steps": history[-1]["epoch"] * steps_per_epoch,
+    return {"model": model, "targets": targets, "augment": augment, "steps": history[-1]["epoch"] * steps_per_epoch,
             "s_per_step": train_seconds / (history[-1]["epoch"] * steps_per_epoch), "wall_s": wall, "curve": curve}
 
 
@@ -79,13 +81,13 @@ def plot(runs: list[dict], path: Path) -> None:
     regions = list(REGIONS)
     fig, grid = plt.subplots(2, 3, figsize=(12, 7), sharex=True, sharey=True)
     axes = grid.ravel()
-    colours = {model: f"C{i}" for i, model in enumerate(dict.fromkeys(r["model"] for r in runs))}
+    colours = {key: f"C{i}" for i, key in enumerate(dict.fromkeys((r["model"], r["augment"]) for r in runs))}
     for ax, region in zip(axes, regions):
         for run in runs:
             steps = [p["step"] for p in run["curve"]]
             style = "-" if run["targets"] == "labels" else "--"
-            ax.plot(steps, [p[region] for p in run["curve"]], style, color=colours[run["model"]], marker=".",
-                    label=f"{run['model']} / {run['targets']}")
+            ax.plot(steps, [p[region] for p in run["curve"]], style, color=colours[run["model"], run["augment"]], marker=".",
+                    label=f"{run['model']} / {run['targets']} / {run['augment']}")
         ax.set_title(region)
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
@@ -109,7 +111,9 @@ def main() -> None:
     parser.add_argument("--test-cases", type=int, default=6)
     parser.add_argument("--models", nargs="+", default=list(NETWORKS), choices=list(NETWORKS))
     parser.add_argument("--targets", nargs="+", default=list(TARGETS), choices=list(TARGETS))
+    parser.add_argument("--augment", nargs="+", default=[TrainConfig().augment], choices=AUGMENTATIONS)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--name", default="learning", help="results/<name>.{json,md,png}")
     args = parser.parse_args()
 
     runs = []
@@ -117,30 +121,31 @@ def main() -> None:
         cache, split = make_data(Path(tmp), args.train_cases, args.test_cases, args.size)
         for model in args.models:
             for targets in args.targets:
-                run = learn(cache, split, Path(tmp) / f"{model}-{targets}", model, targets, args)
-                print(json.dumps({k: v for k, v in run.items() if k != "curve"} | {"last": run["curve"][-1]}), flush=True)
-                runs.append(run)
+                for augment in args.augment:
+                    run = learn(cache, split, Path(tmp) / f"{model}-{targets}-{augment}", model, targets, augment, args)
+                    print(json.dumps({k: v for k, v in run.items() if k != "curve"} | {"last": run["curve"][-1]}), flush=True)
+                    runs.append(run)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    plot(runs, RESULTS / "learning.png")
-    default = next((r for r in runs if (r["model"], r["targets"]) == DEFAULT), runs[0])
+    plot(runs, RESULTS / f"{args.name}.png")
+    default = next((r for r in runs if (r["model"], r["targets"], r["augment"]) == DEFAULT), runs[0])
     headline = {region: round(default["curve"][-1][region], 3) for region in REGIONS}
     table = [
         f"{len(split['train'])} synthetic training cases (seed 0), {len(split['val'])} held-out cases (seed 1), 182x218x182 -> "
-        f"{args.size}^3; batch {args.batch_size}, AdamW lr 1e-3 cosine, recipe augmentation, {args.steps} steps, CPU. "
+        f"{args.size}^3; batch {args.batch_size}, AdamW lr 1e-3 cosine, {args.steps} steps, CPU. "
         "Held-out mean lesion-wise Dice (official 2024 protocol, native grid).",
         "",
-        "| network | targets | s/step | steps | " + " | ".join(REGIONS) + " | mean |",
-        "|---|---|---|---|" + "---|" * (len(REGIONS) + 1),
-        *(f"| {r['model']} | {r['targets']} | {r['s_per_step']:.2f} | {r['steps']} | "
+        "| network | targets | augmentation | s/step | steps | " + " | ".join(REGIONS) + " | mean |",
+        "|---|---|---|---|---|" + "---|" * (len(REGIONS) + 1),
+        *(f"| {r['model']} | {r['targets']} | {r['augment']} | {r['s_per_step']:.2f} | {r['steps']} | "
           + " | ".join(f"{r['curve'][-1][k]:.2f}" for k in (*REGIONS, "mean")) + " |" for r in runs),
         "",
-        "Held-out mean lesion-wise Dice against steps (every region: `learning.json`; plot: `learning.png`):",
+        "Held-out mean lesion-wise Dice against steps (every region: `{args.name}.json`; plot: `{args.name}.png`):",
         "",
-        "| network | targets | " + " | ".join(f"step {p['step']}" for p in default["curve"]) + " |",
-        "|---|---|" + "---|" * len(default["curve"]),
-        *(f"| {r['model']} | {r['targets']} | " + " | ".join(f"{p['mean']:.2f}" for p in r["curve"]) + " |" for r in runs),
+        "| network | targets | augmentation | " + " | ".join(f"step {p['step']}" for p in default["curve"]) + " |",
+        "|---|---|---|" + "---|" * len(default["curve"]),
+        *(f"| {r['model']} | {r['targets']} | {r['augment']} | " + " | ".join(f"{p['mean']:.2f}" for p in r["curve"]) + " |" for r in runs),
     ]
-    write_results("learning", headline, {"settings": vars(args), "runs": runs}, table)
+    write_results(args.name, headline, {"settings": vars(args), "runs": runs}, table)
 
 
 if __name__ == "__main__":

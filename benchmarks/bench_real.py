@@ -19,6 +19,9 @@ in the same seeded order instead (fold 0 is the plain split; with ``--test-fract
 folds 0-3 hold out every patient once) and writes ``results/real_fold<K>.*``. ``--pool`` then
 trains nothing: it pools the held-out cases of every fold written with the same settings into
 ``results/real_folds.{json,md}`` (per-region mean over all of them, per fold, and the bar).
+``--retune --work W`` trains nothing either: it takes the run a previous ``--work W`` kept, tunes
+its post-processing rules again with the current code (as ``train`` does after its last epoch)
+and predicts and scores the held-out cases again; the training time is the earlier one's.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from gliomaseg.io.cases import find_case_folders, load_case, read_case_folder
 from gliomaseg.io.nifti import load_label_map
 from gliomaseg.labels import REGIONS
 from gliomaseg.training.history import read_history
-from gliomaseg.training.trainer import CONFIG_FILE, CURVES_FILE, METRICS_FILE, SPLIT_FILE
+from gliomaseg.training.trainer import CONFIG_FILE, CURVES_FILE, METRICS_FILE, SPLIT_FILE, cache_location, tune_postprocessing
 from gliomaseg.visualization.overlays import plot_overlay
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "real-brats"
@@ -111,6 +114,15 @@ def _row_name(row: dict) -> str:
 def default_row(rows: list[dict]) -> dict:
     """What ``predict --model RUN`` gives without options: the run's rules, no TTA."""
     return next(row for row in rows if row["postprocess"] and not row["flip_tta"])
+
+
+def retune(work: Path, name: str) -> float:
+    """Tune the post-processing rules of the run kept in ``work`` again; the training seconds its earlier results recorded."""
+    run_dir = work / "run"
+    model = load_model(run_dir, "cpu", postprocess=False)
+    split = load_split(run_dir / SPLIT_FILE)
+    tune_postprocessing(run_dir, cache_location(work / "train", run_dir), split["val"], model.network, model.targets, amp=False)
+    return json.loads((RESULTS / f"{name}.json").read_text())["run"]["train_wall_s"]
 
 
 def result_name(fold: int) -> str:
@@ -187,10 +199,13 @@ def main() -> None:
     parser.add_argument("--pool", action="store_true", help="train nothing; pool the folds already written")
     parser.add_argument("--train-args", default="", help="more `gliomaseg train` options, quoted as one argument")
     parser.add_argument("--work", type=Path, help="keep the run and predictions here (default: a temporary folder)")
+    parser.add_argument("--retune", action="store_true", help="train nothing: tune the rules of the run kept in --work again, re-score")
     args = parser.parse_args()
     if args.pool:
         pool(args)
         return
+    if args.retune and not args.work:
+        parser.error("--retune needs --work: the folder a previous run was kept in")
     if not args.data.is_dir():
         print(f"bench_real: skipped, no real cases at {args.data} (give the folder as the first argument)", file=sys.stderr)
         return
@@ -201,8 +216,14 @@ def main() -> None:
         cases = split_by_patient([f.name for f in find_case_folders(args.data)], args.test_fraction, args.seed, args.fold)
         cases = {"train": cases["train"], "test": cases["val"]}
         run_dir = work / "run"
-        train_wall = train_run(linked_cases(args.data, cases["train"], work / "train"), run_dir, args)
-        held_out = linked_cases(args.data, cases["test"], work / "held_out")
+        if args.retune:
+            train_wall = retune(work, name)
+            held_out = work / "held_out"
+            for folder in work.glob("pred-*"):
+                shutil.rmtree(folder)
+        else:
+            train_wall = train_run(linked_cases(args.data, cases["train"], work / "train"), run_dir, args)
+            held_out = linked_cases(args.data, cases["test"], work / "held_out")
         rows = [score(run_dir, held_out, work / f"pred-{tta}-{post}", tta, post) for post in (False, True) for tta in (False, True)]
         RESULTS.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(run_dir / CURVES_FILE, RESULTS / f"{name.replace('real', 'real_curves')}.png")

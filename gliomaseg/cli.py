@@ -43,6 +43,12 @@ def _known_protocol(value: str | None) -> str | None:
     return _check_one_of(value, PROTOCOL_CHOICES)
 
 
+def _known_augmentation(value: str | None) -> str | None:
+    from gliomaseg.config import AUGMENTATIONS
+
+    return _check_one_of(value, AUGMENTATIONS)
+
+
 ScoringProtocol = Annotated[str, typer.Option(
     "--protocol", help="brats2024 (the 2024 lesion-wise code, also used in 2025) or brats2026 (brats-evaluation / panoptica).",
     callback=_known_protocol)]
@@ -222,7 +228,9 @@ def train_command(
     device: Annotated[Optional[str], typer.Option(help="cpu or cuda (default: cuda if available).")] = None,
     resume: bool = False,
     dropout: Annotated[Optional[float], typer.Option(help="Dropout probability of every dropout layer (VNet3d: its skip connections).")] = None,
-    no_augment: Annotated[bool, typer.Option("--no-augment", help="Train without augmentation.")] = False,
+    augment: Annotated[Optional[str], typer.Option(help="basic (the recipe's; default), multisite (each sequence varied on its "
+                                                   "own, thick-slice and blur imitation; --preset cpu's) or none.", callback=_known_augmentation)] = None,
+    no_augment: Annotated[bool, typer.Option("--no-augment", help="Train without augmentation (--augment none).")] = False,
     modality_dropout: Annotated[Optional[float], typer.Option(min=0.0, max=0.9, help="Each training sample loses each sequence with this "
                                                               "probability (never all four), so the model can predict cases missing some. Default 0.")] = None,
     no_amp: Annotated[bool, typer.Option("--no-amp", help="Full precision on CUDA.")] = False,
@@ -242,7 +250,7 @@ def train_command(
         preprocess=preprocess_config_for(data, size, label_scheme, preset),
         train=train_config_for(
             preset, model=model, targets=targets, dropout=dropout, epochs=epochs, batch_size=batch_size, lr=lr,
-            optimizer=optimizer, repeats=repeats, augment=False if no_augment else None, modality_dropout=modality_dropout,
+            optimizer=optimizer, repeats=repeats, augment="none" if no_augment else augment, modality_dropout=modality_dropout,
             val_fraction=val_fraction,
             folds=folds, fold=fold, val_every=val_every, seed=seed, deterministic=deterministic,
             amp=False if no_amp else None, sync_batchnorm=sync_bn, compile=compile_model, num_workers=workers,

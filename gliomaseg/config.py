@@ -26,6 +26,10 @@ class PreprocessConfig:
     label_scheme: str = "brats2024"  # how the training label files are written (labels.LABEL_SCHEMES)
 
 
+AUGMENTATIONS = ("none", "basic", "multisite")
+"""``TrainConfig.augment`` values (gliomaseg.training.dataset builds them; README "Augmentation")."""
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Network and optimisation; defaults are the baseline recipe."""
@@ -39,7 +43,9 @@ class TrainConfig:
     lr: float = 1e-3  # peak; cosine annealing to 0 over the epochs
     weight_decay: float = 1e-2
     repeats: int = 5  # times each training case is seen per epoch, each with its own augmentation
-    augment: bool = True
+    # "basic" (the recipe's: all sequences scaled together), "multisite" (each on its own, thick-slice and
+    # blur imitation; the cpu preset's) or "none"; runs saved before the choice stored true/false (basic/none)
+    augment: str = "basic"
     modality_dropout: float = 0.0  # each sample loses each sequence with this probability (never all): predicts without some
     val_fraction: float = 0.2  # used when folds < 2
     folds: int = 0  # >= 2: k-fold cross-validation by patient, training fold ``fold``
@@ -58,9 +64,9 @@ class TrainConfig:
 
 PRESETS: dict[str, dict[str, Any]] = {
     "recipe": {},
-    # A 64^3 step takes ~1 s on 2 cores: 40 epochs of the 16 real cases took 24.3 min there
-    # (README "Presets"; held-out scores: benchmarks/bench_real.py). Larger grids are untested on real data.
-    "cpu": {"size": 64, "epochs": 40, "batch_size": 2, "repeats": 5, "val_every": 10},
+    # A 64^3 step takes ~1 s on 2 cores: 40 epochs of the 16 real cases took 24.3 min there (basic augmentation),
+    # 12 of them 18.4-21.5 min with multisite (README "Presets"; held-out scores: benchmarks/bench_real.py).
+    "cpu": {"size": 64, "epochs": 40, "batch_size": 2, "repeats": 5, "val_every": 10, "augment": "multisite"},
 }
 """Named starting points for ``train``: ``size`` (cubic grid side) and TrainConfig fields.
 "recipe" is the baseline recipe (the dataclass defaults); settings given explicitly win over a preset."""
@@ -100,9 +106,13 @@ class ExperimentConfig:
                 raise ValueError(f"unknown {kind.__name__} keys: {', '.join(sorted(unknown))}")
             return kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
+        train = dict(data.get("train", {}))
+        if isinstance(train.get("augment"), bool):
+            train["augment"] = "basic" if train["augment"] else "none"
+
         return cls(
             preprocess=build(PreprocessConfig, data.get("preprocess", {})),
-            train=build(TrainConfig, data.get("train", {})),
+            train=build(TrainConfig, train),
             preset=data.get("preset", "recipe"),
             gliomaseg_version=data.get("gliomaseg_version", "unknown"),
         )

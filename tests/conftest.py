@@ -38,7 +38,7 @@ def evaluate_folders(tmp_path: Path, pairs: list[tuple[Path, dict]], *options: s
     return (result, *tables)
 
 
-def tiny_config(epochs: int = 2, augment: bool = False, size: int = 32, tune_postprocess: bool = False) -> ExperimentConfig:
+def tiny_config(epochs: int = 2, augment: str = "none", size: int = 32, tune_postprocess: bool = False) -> ExperimentConfig:
     """A configuration that trains in seconds on a CPU (tuning post-processing on the garbage
     a two-epoch model predicts would take longer than the training: only where a test needs it)."""
     return ExperimentConfig(

@@ -30,8 +30,8 @@ def test_dropout_zeroes_whole_sequences_never_all_and_reproducibly():
     dropout.set_random_state(seed=0)
     again = np.array([[bool(c.any()) for c in dropout({"image": image})["image"]] for _ in range(2000)])
     assert np.array_equal(kept, again)
-    assert training_transform(False, 0.0) is None
-    assert isinstance(training_transform(True, 0.3).transforms[-1], RandModalityDropoutd)  # after the intensity changes
+    assert training_transform("none", 0.0) is None
+    assert isinstance(training_transform("multisite", 0.3).transforms[-1], RandModalityDropoutd)  # after the intensity changes
 
 
 def test_a_folder_missing_sequences_is_read_only_when_allowed(case_copy):

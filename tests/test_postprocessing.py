@@ -14,10 +14,11 @@ from typer.testing import CliRunner
 from conftest import EXAMPLES
 from gliomaseg.cli import app
 from gliomaseg.errors import InputError
+from gliomaseg.evaluation.protocol import OFFICIAL
 from gliomaseg.io.nifti import load_label_map, save_label_map
 from gliomaseg.postprocessing.apply import apply_rules
 from gliomaseg.postprocessing.rules import RULES_FILE, PostprocessRules, load_rules, save_rules
-from gliomaseg.postprocessing.tuning import ValidationCase, score_rules, tune_rules
+from gliomaseg.postprocessing.tuning import ValidationCase, score_rules, starting_rules, tune_rules
 
 
 def _tumour() -> np.ndarray:
@@ -102,6 +103,30 @@ def test_tuning_finds_the_rule_that_removes_spurious_lesions():
     assert result.after == score_rules(cases, result.rules)
     clean = tune_rules([ValidationCase("b", truth.copy(), truth, (1.0, 1.0, 1.0))])
     assert clean.rules == PostprocessRules()  # nothing to gain: every rule stays off
+
+
+def test_tuning_keeps_its_starting_rules_unless_the_cases_ask_otherwise():
+    truth = _tumour()
+    clean = [ValidationCase("b", truth.copy(), truth, (1.0, 1.0, 1.0))]
+    start = PostprocessRules(tumour_min_voxels=1000)
+    kept = tune_rules(clean, start=start)
+    assert kept.rules == start  # nothing asks for another value: the start stays
+    assert kept.provenance(OFFICIAL)["started_from"]["tumour_min_voxels"] == 1000
+    satellite = truth.copy()
+    satellite[40:47, 2:9, 2:9] = 2  # a true 343-voxel lesion, which the start would erase
+    found = [ValidationCase("c", satellite.copy(), satellite, (1.0, 1.0, 1.0))]
+    assert start.apply(satellite)[43, 5, 5] == 0
+    moved = tune_rules(found, start=start)
+    assert moved.rules.tumour_min_voxels <= 250 and moved.rules.apply(satellite)[43, 5, 5] == 2
+    assert moved.before.per_region["WT"] == pytest.approx(1.0)  # "before" is the raw prediction's score
+    assert moved.after == score_rules(found, moved.rules)
+
+
+def test_a_runs_starting_rules_follow_its_grid():
+    # one network voxel of the cpu preset (64^3) covers ~13 native voxels of a BraTS brain, of the recipe (160^3) ~0.85
+    assert starting_rules(13.0).tumour_min_voxels == 1000
+    assert starting_rules(0.85).tumour_min_voxels == 50
+    assert starting_rules(0.2).tumour_min_voxels == 0
 
 
 def test_train_tunes_rules_for_its_best_checkpoint_and_the_cli_tunes_too(trained_run, synthetic_dir, tmp_path):

@@ -28,9 +28,10 @@ def test_explicit_settings_win_over_the_preset():
 def test_cpu_preset_run_records_its_settings(tmp_path, synthetic_dir):
     run = tmp_path / "run"
     result = CliRunner().invoke(app, ["-q", "train", str(synthetic_dir), "--out", str(run), "--preset", "cpu", "--epochs", "1",
-                                      "--repeats", "1", "--device", "cpu", "-j", "1"])
+                                      "--repeats", "1", "--device", "cpu", "-j", "1", "--augment", "basic"])
     assert result.exit_code == 0, result.output
     saved = ExperimentConfig.load(run / "config.json")
+    assert saved.train.augment == "basic"
     assert saved.preset == "cpu"
     assert saved.preprocess.size == (PRESETS["cpu"]["size"],) * 3
     assert (saved.train.epochs, saved.train.repeats) == (1, 1)  # given
@@ -50,4 +51,11 @@ def test_unknown_preset_is_a_usage_error(synthetic_dir, tmp_path):
     result = CliRunner().invoke(app, ["-q", "train", str(synthetic_dir), "--out", str(tmp_path / "run"), "--preset", "gpu"])
     assert result.exit_code == 2
     assert "'gpu' is not one of recipe, cpu" in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_augmentation_is_a_usage_error(synthetic_dir, tmp_path):
+    result = CliRunner().invoke(app, ["-q", "train", str(synthetic_dir), "--out", str(tmp_path / "run"), "--augment", "strong"])
+    assert result.exit_code == 2
+    assert "'strong' is not one of none, basic, multisite" in result.output
     assert not (tmp_path / "run").exists()

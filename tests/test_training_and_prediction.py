@@ -65,7 +65,7 @@ def _kill_after_epoch(args: list[str], metrics: Path, epoch: int) -> None:
 
 
 def test_resume_after_sigkill_continues_exactly(tmp_path, synthetic_dir):
-    straight = train(synthetic_dir, tmp_path / "straight", tiny_config(epochs=4, augment=True), device="cpu", quiet=True)
+    straight = train(synthetic_dir, tmp_path / "straight", tiny_config(epochs=4, augment="multisite"), device="cpu", quiet=True)
     cache, run = tmp_path / "straight" / "cache", tmp_path / "killed"
     args = [str(cache), "--out", str(run), "--size", "32", "--epochs", "4", "--batch-size", "2", "--repeats", "1",
             "--val-every", "1", "--val-fraction", "0.25", "--seed", "0", "--device", "cpu", "--workers", "0"]

@@ -12,39 +12,68 @@ from monai.transforms import (
     RandAffined,
     RandFlipd,
     RandGaussianNoised,
+    RandGaussianSmoothd,
     RandScaleIntensityd,
     RandShiftIntensityd,
+    RandSimulateLowResolutiond,
 )
 
 from monai.transforms import MapTransform, RandomizableTransform
 from monai.utils import convert_to_tensor
 
+from gliomaseg.config import AUGMENTATIONS
 from gliomaseg.preprocessing.cache import read_cached_case
 
 KEYS = ("image", "label")
 
 
-def training_augmentation() -> Compose:
-    """Flips, a small affine, intensity scale/shift, gamma and noise (MONAI dictionary transforms)."""
-    return Compose(
-        [
-            RandFlipd(KEYS, prob=0.5, spatial_axis=0),
-            RandFlipd(KEYS, prob=0.5, spatial_axis=1),
-            RandFlipd(KEYS, prob=0.5, spatial_axis=2),
-            RandAffined(
-                KEYS,
-                prob=0.3,
-                rotate_range=(0.2, 0.2, 0.2),
-                scale_range=(0.1, 0.1, 0.1),
-                mode=("bilinear", "nearest"),
-                padding_mode="zeros",
-            ),
-            RandScaleIntensityd("image", factors=0.1, prob=0.5),
-            RandShiftIntensityd("image", offsets=0.1, prob=0.5),
-            RandAdjustContrastd("image", gamma=(0.8, 1.25), prob=0.2),
-            RandGaussianNoised("image", prob=0.2, std=0.05),
-        ]
-    )
+def _spatial() -> list:
+    return [
+        RandFlipd(KEYS, prob=0.5, spatial_axis=0),
+        RandFlipd(KEYS, prob=0.5, spatial_axis=1),
+        RandFlipd(KEYS, prob=0.5, spatial_axis=2),
+        RandAffined(
+            KEYS,
+            prob=0.3,
+            rotate_range=(0.2, 0.2, 0.2),
+            scale_range=(0.1, 0.1, 0.1),
+            mode=("bilinear", "nearest"),
+            padding_mode="zeros",
+        ),
+    ]
+
+
+def _basic_intensity() -> list:
+    return [
+        RandScaleIntensityd("image", factors=0.1, prob=0.5),
+        RandShiftIntensityd("image", offsets=0.1, prob=0.5),
+        RandAdjustContrastd("image", gamma=(0.8, 1.25), prob=0.2),
+        RandGaussianNoised("image", prob=0.2, std=0.05),
+    ]
+
+
+def _multisite_intensity() -> list:
+    # Real cases come from many scanners and protocols: each sequence's brightness and offset vary on
+    # their own (channel-wise, ranges as nnU-Net's), and older exams were acquired in thick slices
+    # and interpolated, which the low-resolution and blur steps imitate.
+    return [
+        RandSimulateLowResolutiond("image", prob=0.25, zoom_range=(0.5, 1.0)),
+        RandGaussianSmoothd("image", sigma_x=(0.5, 1.0), sigma_y=(0.5, 1.0), sigma_z=(0.5, 1.0), prob=0.2),
+        RandScaleIntensityd("image", factors=0.25, prob=0.5, channel_wise=True),
+        RandShiftIntensityd("image", offsets=0.25, prob=0.5, channel_wise=True),
+        RandAdjustContrastd("image", gamma=(0.7, 1.5), prob=0.3),
+        RandGaussianNoised("image", prob=0.2, std=0.05),
+    ]
+
+
+def training_augmentation(kind: str = "basic") -> Compose:
+    """Flips and a small affine, then ``kind``'s intensity changes (MONAI dictionary transforms):
+    "basic" scales, shifts, gamma-adjusts all sequences together and adds noise; "multisite" varies
+    each sequence on its own, more widely, and imitates thick-slice and blurred acquisitions."""
+    intensity = {"basic": _basic_intensity, "multisite": _multisite_intensity}
+    if kind not in intensity:
+        raise ValueError(f"unknown augmentation '{kind}' ({', '.join(AUGMENTATIONS)})")
+    return Compose(_spatial() + intensity[kind]())
 
 
 class RandModalityDropoutd(RandomizableTransform, MapTransform):
@@ -76,9 +105,9 @@ class RandModalityDropoutd(RandomizableTransform, MapTransform):
         return sample
 
 
-def training_transform(augment: bool, modality_dropout: float = 0.0) -> Compose | None:
-    """The recipe's augmentation (if ``augment``), then sequence dropout (if ``modality_dropout``)."""
-    steps = ([training_augmentation()] if augment else []) + ([RandModalityDropoutd(modality_dropout)] if modality_dropout > 0 else [])
+def training_transform(augment: str, modality_dropout: float = 0.0) -> Compose | None:
+    """The ``augment`` augmentation (unless "none"), then sequence dropout (if ``modality_dropout``)."""
+    steps = ([training_augmentation(augment)] if augment != "none" else []) + ([RandModalityDropoutd(modality_dropout)] if modality_dropout > 0 else [])
     return Compose(steps) if steps else None
 
 

@@ -33,7 +33,7 @@ from gliomaseg.labels import old_scheme_warning
 from gliomaseg.progress import progress
 from gliomaseg.evaluation.scoring import protocol_named
 from gliomaseg.postprocessing.rules import RULES_FILE, save_rules
-from gliomaseg.postprocessing.tuning import tune_rules
+from gliomaseg.postprocessing.tuning import starting_rules, tune_rules
 from gliomaseg.preprocessing.cache import cache_config, cached_label_values, is_cache, labelled_case_ids, preprocess_dataset
 from gliomaseg.training.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
 from gliomaseg.training.dataset import CachedCaseDataset, training_transform
@@ -234,11 +234,13 @@ def tune_postprocessing(run_dir: Path, cache_dir: Path, case_ids: list[str], net
     ``network`` is loaded with that checkpoint's weights."""
     checkpoint = run_dir / BEST if (run_dir / BEST).exists() else run_dir / LAST
     network.load_state_dict(load_checkpoint(checkpoint, map_location=next(network.parameters()).device)["model"])
-    cases = [case for case, _ in predict_validation_cases(network, cache_dir, case_ids, targets, amp)]
-    if not cases:
+    predicted = list(predict_validation_cases(network, cache_dir, case_ids, targets, amp))
+    if not predicted:
         return None
+    cases = [case for case, _ in predicted]
+    native_per_network = np.mean([np.prod(geometry.box_shape) for _, geometry in predicted]) / np.prod(cache_config(cache_dir).size)
     scoring = protocol_named(protocol)
-    result = tune_rules(cases, scoring, workers=workers)
+    result = tune_rules(cases, scoring, workers=workers, start=starting_rules(float(native_per_network)))
     return save_rules(result.rules, run_dir / RULES_FILE, {"checkpoint": checkpoint.name, **result.provenance(scoring)})
 
 
