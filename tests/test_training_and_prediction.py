@@ -68,7 +68,7 @@ def test_resume_after_sigkill_continues_exactly(tmp_path, synthetic_dir):
     straight = train(synthetic_dir, tmp_path / "straight", tiny_config(epochs=4, augment="multisite"), device="cpu", quiet=True)
     cache, run = tmp_path / "straight" / "cache", tmp_path / "killed"
     args = [str(cache), "--out", str(run), "--size", "32", "--epochs", "4", "--batch-size", "2", "--repeats", "1",
-            "--val-every", "1", "--val-fraction", "0.25", "--seed", "0", "--device", "cpu", "--workers", "0"]
+            "--val-every", "1", "--val-fraction", "0.25", "--seed", "0", "--device", "cpu", "--workers", "0", "--augment", "multisite"]
     _kill_after_epoch(args, run / "metrics.csv", epoch=2)
     interrupted = load_checkpoint(run / "last.pt")  # whatever moment the kill hit, the checkpoint is whole
     assert interrupted["epoch"] in (2, 3)
