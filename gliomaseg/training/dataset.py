@@ -21,7 +21,6 @@ from monai.transforms import (
 from monai.transforms import MapTransform, RandomizableTransform
 from monai.utils import convert_to_tensor
 
-from gliomaseg.config import AUGMENTATIONS
 from gliomaseg.preprocessing.cache import read_cached_case
 
 KEYS = ("image", "label")
@@ -72,7 +71,7 @@ def training_augmentation(kind: str = "basic") -> Compose:
     each sequence on its own, more widely, and imitates thick-slice and blurred acquisitions."""
     intensity = {"basic": _basic_intensity, "multisite": _multisite_intensity}
     if kind not in intensity:
-        raise ValueError(f"unknown augmentation '{kind}' ({', '.join(AUGMENTATIONS)})")
+        raise ValueError(f"unknown augmentation '{kind}' ({', '.join(intensity)}; \"none\" means no transform at all)")
     return Compose(_spatial() + intensity[kind]())
 
 
