@@ -139,7 +139,7 @@ def main() -> None:
         *(f"| {r['model']} | {r['targets']} | {r['augment']} | {r['s_per_step']:.2f} | {r['steps']} | "
           + " | ".join(f"{r['curve'][-1][k]:.2f}" for k in (*REGIONS, "mean")) + " |" for r in runs),
         "",
-        "Held-out mean lesion-wise Dice against steps (every region: `{args.name}.json`; plot: `{args.name}.png`):",
+        f"Held-out mean lesion-wise Dice against steps (every region: `{args.name}.json`; plot: `{args.name}.png`):",
         "",
         "| network | targets | augmentation | " + " | ".join(f"step {p['step']}" for p in default["curve"]) + " |",
         "|---|---|---|" + "---|" * len(default["curve"]),

@@ -64,8 +64,8 @@ class TrainConfig:
 
 PRESETS: dict[str, dict[str, Any]] = {
     "recipe": {},
-    # A 64^3 step takes ~1 s on 2 cores: 40 epochs of the 16 real cases took 24.3 min there (basic augmentation),
-    # 12 of them 18.4-21.5 min with multisite (README "Presets"; held-out scores: benchmarks/bench_real.py).
+    # A 64^3 step takes ~1 s on 2 cores: 40 epochs of the 16 real cases took 27.0 min there with multisite
+    # (24.3 with basic), so more epochs do not fit 30 min (README "Presets"; held-out scores: benchmarks/bench_real.py).
     "cpu": {"size": 64, "epochs": 40, "batch_size": 2, "repeats": 5, "val_every": 10, "augment": "multisite"},
 }
 """Named starting points for ``train``: ``size`` (cubic grid side) and TrainConfig fields.
