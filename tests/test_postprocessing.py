@@ -122,11 +122,23 @@ def test_tuning_keeps_its_starting_rules_unless_the_cases_ask_otherwise():
     assert moved.after == score_rules(found, moved.rules)
 
 
+def test_tuning_does_not_leave_its_start_for_a_trimmed_edge():
+    truth = _tumour()
+    truth[27:30, 10:13, 10:13] = 2  # a true 27-voxel fragment 2 voxels off the tumour: part of its lesion
+    cases = [ValidationCase("a", truth.copy(), truth, (1.0, 1.0, 1.0))]
+    start = PostprocessRules(tumour_min_voxels=1000)
+    loss = score_rules(cases, PostprocessRules()).dice - score_rules(cases, start).dice
+    assert 0 < loss < 0.01  # erasing the fragment trims the lesion a little; it loses no lesion
+    assert tune_rules(cases, start=start).rules == start
+    assert tune_rules(cases, start=start, min_gain_lesions=0).rules.tumour_min_voxels < 27  # any loss used to move it
+
+
 def test_a_runs_starting_rules_follow_its_grid():
     # one network voxel of the cpu preset (64^3) covers ~13 native voxels of a BraTS brain, of the recipe (160^3) ~0.85
-    assert starting_rules(13.0).tumour_min_voxels == 1000
-    assert starting_rules(0.85).tumour_min_voxels == 50
-    assert starting_rules(0.2).tumour_min_voxels == 0
+    assert starting_rules(13.0) == PostprocessRules(tumour_min_voxels=1000, rc_min_voxels=1000)
+    assert starting_rules(0.85) == PostprocessRules(tumour_min_voxels=50, rc_min_voxels=50)
+    assert starting_rules(0.4) == PostprocessRules(tumour_min_voxels=25)  # no cavity grid value under 32
+    assert starting_rules(0.2) == PostprocessRules()
 
 
 def test_train_tunes_rules_for_its_best_checkpoint_and_the_cli_tunes_too(trained_run, synthetic_dir, tmp_path):
