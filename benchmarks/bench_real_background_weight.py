@@ -21,9 +21,10 @@ from gliomaseg.evaluation.protocol import OFFICIAL
 from gliomaseg.evaluation.scoring import score_label_maps
 from gliomaseg.inference.predictor import load_model, native_probabilities
 from gliomaseg.io.cases import find_case_folders, load_case, read_case_folder
+from gliomaseg.labels import REGIONS as ALL_REGIONS
 from gliomaseg.postprocessing.rules import PostprocessRules
 
-REGIONS = ("WT", "TC", "NETC", "SNFH", "ET")
+REGIONS = tuple(r for r in ALL_REGIONS if r != "RC")  # pre-operative cases: RC is 1 whenever no cavity is predicted
 
 
 def weighted_labels(probabilities: np.ndarray, background_weight: float) -> np.ndarray:
@@ -42,10 +43,9 @@ def score_work(work: Path, weights: list[float], rules: PostprocessRules) -> dic
     for folder in find_case_folders(work / "held_out"):
         case = load_case(read_case_folder(folder, require_seg=True))
         probabilities = native_probabilities(model, case).numpy()
-        spacing = tuple(float(s) for s in case.spacing)
         scores[case.case_id] = {}
         for weight in weights:
-            rows, _ = score_label_maps(rules.apply(weighted_labels(probabilities, weight)), case.label, spacing, OFFICIAL)
+            rows, _ = score_label_maps(rules.apply(weighted_labels(probabilities, weight)), case.label, case.spacing, OFFICIAL)
             scores[case.case_id][str(weight)] = {r: float(rows[r]["LesionWise_Score_Dice"]) for r in REGIONS}
         print(folder.name, "done", flush=True)
     return scores
