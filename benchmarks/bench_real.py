@@ -1,239 +1,260 @@
-"""Real tumours on a CPU: train with ``--preset cpu`` on real BraTS cases, score cases it never saw.
+"""Which setup does best on real tumours: cross-validation over the real BraTS cases, every case held out once.
 
-Run: ``.venv/bin/python benchmarks/bench_real.py [DATA] [--train-args "..."]`` (DATA defaults to
-``../shared/real-brats``; the benchmark says so and stops when it is absent).
-The cases are split by patient: ``--test-fraction`` of the patients (seed ``--seed``) are held
-out and never shown to training. ``gliomaseg train TRAIN --preset cpu`` then runs on the rest
-exactly as a user would run it (its own process, timed from start to end, preprocessing and
-post-processing tuning included; it makes its own validation split of those cases for the
-curves, the best checkpoint and the post-processing rules). ``predict --model RUN`` segments the
-held-out cases from their raw folders (with the run's rules, as by default, and without them;
-with and without flip TTA) and ``gliomaseg evaluate`` scores them with the official BraTS 2024
-lesion-wise protocol on their native grid. Writes ``results/real.{json,md}``,
-``results/real_curves.png`` and one ``results/real_overlay_<case>.png`` per held-out case
-(ground truth left, prediction right). The last stdout line is one JSON object: the per-region
-mean lesion-wise Dice of ``predict --model RUN`` as a user runs it (the run's rules, no TTA).
+Two steps, so hours of training can be cut into pieces (a stop ends a session's processes):
 
-Four held-out cases make a noisy estimate, so ``--fold K`` holds out the K-th block of patients
-in the same seeded order instead (fold 0 is the plain split; with ``--test-fraction 0.25``,
-folds 0-3 hold out every patient once) and writes ``results/real_fold<K>.*``. ``--pool`` then
-trains nothing: it pools the held-out cases of every fold written with the same settings into
-``results/real_folds.{json,md}`` (per-region mean over all of them, per fold, and the bar).
-``--retune --work W`` trains nothing either: it takes the run a previous ``--work W`` kept, tunes
-its post-processing rules again with the current code (as ``train`` does after its last epoch)
-and predicts and scores the held-out cases again; the training time is the earlier one's.
+``bench_real.py run --work W [--setups A B ...]`` trains and predicts whatever is not finished yet.
+For each setup and each of ``--folds`` patient-wise folds (seeded), ``gliomaseg train`` runs on the
+other folds' cases, exactly as a user runs it (its own process, ``--preset cpu`` plus the setup's
+options, ``--val-fraction 0``: every training case is trained on, the schedule is fixed, the last
+checkpoint is the model), then ``predict`` segments the held-out fold from its raw folders without
+post-processing. A killed run is resumed from its last checkpoint (``train --resume``); a
+finished fold is skipped. Runs live in ``W/<setup>/fold<K>/``, outside the work tree.
+
+``bench_real.py summarise --work W`` trains nothing. It scores every held-out prediction with the
+official BraTS 2024 lesion-wise protocol on the native grid, then the same predictions after
+post-processing rules tuned *without* the scored fold (for fold K on the other folds'
+held-out predictions: nested, so no case is scored with rules it helped choose). Per setup and
+region: the pooled mean lesion-wise Dice and HD95 over all cases with a 95 % bootstrap interval
+over cases, per-case tables, and overlays of the worst cases (ground truth left, prediction
+right). Writes ``results/real_cv.{json,md}`` and ``results/real_cv_<case>.png``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 from common import RESULTS, write_results
 
-from gliomaseg.data.splits import load_split, split_by_patient
-from gliomaseg.evaluation.evaluate import evaluate, summarise
+from gliomaseg.data.splits import kfold_by_patient
+from gliomaseg.evaluation.protocol import OFFICIAL
+from gliomaseg.evaluation.scoring import objective, score_label_maps
 from gliomaseg.inference.predictor import load_model, predict
 from gliomaseg.io.cases import find_case_folders, load_case, read_case_folder
-from gliomaseg.io.nifti import load_label_map
 from gliomaseg.labels import REGIONS
-from gliomaseg.training.history import read_history
-from gliomaseg.training.trainer import CONFIG_FILE, CURVES_FILE, METRICS_FILE, SPLIT_FILE, cache_location, tune_postprocessing
+from gliomaseg.postprocessing.rules import PostprocessRules, save_rules
+from gliomaseg.postprocessing.tuning import ValidationCase, load_validation_cases, starting_rules, tune_rules
+from gliomaseg.preprocessing.cache import cache_config, read_cached_case
 from gliomaseg.visualization.overlays import plot_overlay
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "real-brats"
-TARGETS = {"WT": 0.80, "TC": 0.55, "SNFH": 0.60, "ET": 0.40, "NETC": 0.40}
-"""Issue 10's bar: mean lesion-wise Dice on real cases the model has not seen."""
+
+SETUPS: dict[str, list[str]] = {
+    "preset64": [],
+    "sub64": ["--extra-channel", "t1c-t1n"],
+    "regions64": ["--targets", "regions"],
+    "grid96": ["--size", "96"],
+    "long64": ["--epochs", "160"],
+}
+"""Setup name -> options added to ``train --preset cpu --val-fraction 0`` (the preset: 64^3, 40 epochs of
+32 steps of batch 2, AdamW 1e-3 cosine, multisite augmentation, label targets)."""
 
 
-def train_run(data: Path, run_dir: Path, args: argparse.Namespace) -> float:
-    """``gliomaseg train`` in its own process, as a user runs it; returns its wall-clock seconds."""
-    command = [sys.executable, "-m", "gliomaseg", "-q", "train", str(data), "--out", str(run_dir), "--preset", args.preset,
-               "--seed", str(args.seed), *shlex.split(args.train_args)]
-    print(" ".join(command), file=sys.stderr, flush=True)
-    started = time.perf_counter()
-    subprocess.run(command, check=True)
-    return time.perf_counter() - started
-
-
-def linked_cases(data: Path, case_ids: list[str], root: Path) -> Path:
+def _linked_cases(data: Path, case_ids: list[str], root: Path) -> Path:
     """A folder of links to some of the case folders, so a command sees only them."""
-    root.mkdir(parents=True)
+    root.mkdir(parents=True, exist_ok=True)
     for folder in find_case_folders(data):
-        if folder.name in case_ids:
-            (root / folder.name).symlink_to(folder.resolve(), target_is_directory=True)
+        link = root / folder.name
+        if folder.name in case_ids and not link.exists():
+            link.symlink_to(folder.resolve(), target_is_directory=True)
     return root
 
 
-def score(run_dir: Path, held_out: Path, pred_dir: Path, flip_tta: bool, postprocess: bool) -> dict:
-    """Predict the held-out cases and score them; per-region mean/std lesion-wise Dice and HD95."""
-    model = load_model(run_dir, "cpu", postprocess)
+def _record_seconds(fold_dir: Path, step: str, seconds: float) -> None:
+    """Add ``seconds`` to the step's wall clock in timing.json (a resumed step adds its pieces)."""
+    path = fold_dir / "timing.json"
+    timing = json.loads(path.read_text()) if path.exists() else {}
+    timing[step] = timing.get(step, 0.0) + seconds
+    path.write_text(json.dumps(timing, indent=2) + "\n")
+
+
+def folds_of(data: Path, folds: int, seed: int) -> list[dict[str, list[str]]]:
+    """The patient-wise folds: ``val`` is the held-out part of each."""
+    return kfold_by_patient([f.name for f in find_case_folders(data)], folds, seed)
+
+
+def run_fold(data: Path, setup: str, fold: int, split: dict[str, list[str]], work: Path, seed: int) -> None:
+    """Train (or resume) one setup on one fold's training cases, then predict its held-out cases."""
+    fold_dir = work / setup / f"fold{fold}"
+    if (fold_dir / "done.json").exists():
+        return
+    train_dir = _linked_cases(data, split["train"], fold_dir / "train")
+    held_out = _linked_cases(data, split["val"], fold_dir / "held_out")
+    run_dir = fold_dir / "run"
+    command = [sys.executable, "-m", "gliomaseg", "-q", "train", str(train_dir), "--out", str(run_dir), "--preset", "cpu",
+               "--val-fraction", "0", "--seed", str(seed), "--resume", *SETUPS[setup]]
+    print(f"[{time.strftime('%H:%M:%S')}] {setup} fold {fold}: {' '.join(command[3:])}", file=sys.stderr, flush=True)
     started = time.perf_counter()
-    predict(held_out, pred_dir, model, flip_tta=flip_tta, quiet=True)
-    seconds = time.perf_counter() - started
-    results = evaluate(pred_dir, held_out, quiet=True)
-    summary = summarise(results)
-    cases = {r.case_id: {region: round(r.regions[region]["LesionWise_Score_Dice"], 4) for region in REGIONS} for r in results}
+    try:
+        subprocess.run(command, check=True)
+    finally:
+        _record_seconds(fold_dir, "train_s", time.perf_counter() - started)
+    started = time.perf_counter()
+    predict(held_out, fold_dir / "pred", load_model(run_dir, "cpu", postprocess=False), quiet=True, fail_fast=True)
+    _record_seconds(fold_dir, "predict_s", time.perf_counter() - started)
+    (fold_dir / "done.json").write_text(json.dumps({"setup": setup, "fold": fold, "options": SETUPS[setup], **split}, indent=2) + "\n")
+
+
+TUMOUR_REGIONS = [r for r in REGIONS if r != "RC"]
+"""What the real cases can score: they are pre-operative, so RC is 1 (both empty) unless a cavity is predicted."""
+BOOTSTRAP = 10_000
+
+
+def interval(values: list[float], seed: int = 0) -> dict[str, float]:
+    """Mean and 95 % percentile bootstrap interval of the mean, resampling cases."""
+    data = np.asarray(values, dtype=float)
+    means = data[np.random.default_rng(seed).integers(0, len(data), (BOOTSTRAP, len(data)))].mean(axis=1)
+    return {"mean": round(float(data.mean()), 4), "low": round(float(np.percentile(means, 2.5)), 4),
+            "high": round(float(np.percentile(means, 97.5)), 4)}
+
+
+def _case_scores(cases: list[ValidationCase], rules: PostprocessRules) -> dict[str, dict[str, list[float]]]:
+    """Per case and region: [lesion-wise Dice, lesion-wise HD95] after ``rules``."""
+    scores = {}
+    for case in cases:
+        rows = objective(score_label_maps(rules.apply(case.prediction), case.truth, case.spacing, OFFICIAL)[0], OFFICIAL)
+        scores[case.case_id] = {region: [round(rows[region][0], 4), round(rows[region][1], 2)] for region in REGIONS}
+    return scores
+
+
+def _start(run_dir: Path) -> PostprocessRules:
+    """Where tuning starts for this run's grid (as ``train`` starts it): from its cached cases' brain boxes."""
+    cache = run_dir / "cache"
+    boxes = [np.prod(read_cached_case(meta.parent).geometry.box_shape) for meta in cache.glob("*/meta.json")]
+    return starting_rules(float(np.mean(boxes) / np.prod(cache_config(cache).size)))
+
+
+def summarise_setup(setup: str, work: Path, folds: int) -> dict | None:
+    """Scores of one setup's held-out predictions, raw and with nested-tuned rules; None before every fold is done."""
+    fold_dirs = [work / setup / f"fold{k}" for k in range(folds)]
+    if not all((d / "done.json").exists() for d in fold_dirs):
+        return None
+    cases = [load_validation_cases(d / "pred", d / "held_out") for d in fold_dirs]
+    start = _start(fold_dirs[0] / "run")
+    per_case: dict[str, dict] = {}
+    nested_rules = []
+    for k, fold_dir in enumerate(fold_dirs):
+        others = [case for j, fold_cases in enumerate(cases) if j != k for case in fold_cases]
+        rules = tune_rules(others, OFFICIAL, workers=2, start=start).rules
+        nested_rules.append(rules.to_dict())
+        raw, tuned = _case_scores(cases[k], PostprocessRules()), _case_scores(cases[k], rules)
+        for case in cases[k]:
+            per_case[case.case_id] = {"fold": k, "raw": raw[case.case_id], "nested": tuned[case.case_id]}
+    all_cases = [case for fold_cases in cases for case in fold_cases]
+    final = tune_rules(all_cases, OFFICIAL, workers=2, start=start)
+    save_rules(final.rules, work / setup / "postprocess.json", {"cases": final.cases, "tuned_on": "every held-out prediction of "
+                                                                 f"the {folds}-fold cross-validation", **final.provenance(OFFICIAL)})
+    timing = [json.loads((d / "timing.json").read_text()) for d in fold_dirs]
+
+    def pooled(kind: str, metric: int) -> dict[str, dict[str, float]]:
+        return {region: interval([c[kind][region][metric] for c in per_case.values()]) for region in REGIONS}
+
     return {
-        "flip_tta": flip_tta,
-        "postprocess": postprocess,
-        "rules": model.rules.to_dict(),
-        "predict_s_per_case": seconds / len(results),
-        "dice": {region: summary[region]["LesionWise_Score_Dice"]["mean"] for region in REGIONS},
-        "dice_std": {region: summary[region]["LesionWise_Score_Dice"]["std"] for region in REGIONS},
-        "hd95": {region: summary[region]["LesionWise_Score_HD95"]["mean"] for region in REGIONS},
-        "legacy_dice": {region: summary[region]["Legacy_Dice"]["mean"] for region in REGIONS},
-        "cases": cases,
+        "options": SETUPS[setup],
+        "cases": len(per_case),
+        "train_min_per_fold": [round(t["train_s"] / 60, 1) for t in timing],
+        "predict_s_per_case": round(sum(t["predict_s"] for t in timing) / len(per_case), 2),
+        "dice": {"raw": pooled("raw", 0), "nested": pooled("nested", 0)},
+        "hd95": {"raw": pooled("raw", 1), "nested": pooled("nested", 1)},
+        "nested_rules": nested_rules,
+        "rules_all_cases": final.rules.to_dict(),
+        "per_case": per_case,
     }
 
 
-def draw_overlays(held_out: Path, pred_dir: Path) -> list[str]:
-    """One ground-truth | prediction figure per held-out case, written to results/."""
+def tumour_mean(result: dict) -> float:
+    """Mean pooled lesion-wise Dice (nested rules) over the tumour regions: how setups are ranked."""
+    return float(np.mean([result["dice"]["nested"][r]["mean"] for r in TUMOUR_REGIONS]))
+
+
+def _cell(stat: dict[str, float], digits: int) -> str:
+    return f"{stat['mean']:.{digits}f} [{stat['low']:.{digits}f}, {stat['high']:.{digits}f}]"
+
+
+def draw_worst(result: dict, work: Path, setup: str, data: Path, count: int) -> list[str]:
+    """Ground truth | prediction (nested rules) of the ``count`` cases with the lowest tumour-region mean Dice."""
+    order = sorted(result["per_case"], key=lambda c: np.mean([result["per_case"][c]["nested"][r][0] for r in TUMOUR_REGIONS]))
     names = []
-    for folder in find_case_folders(held_out):
-        case = load_case(read_case_folder(folder))
-        prediction = load_label_map(pred_dir / f"{case.case_id}.nii.gz").data
-        name = f"real_overlay_{case.case_id}.png"
-        plot_overlay(case.image, prediction, RESULTS / name, ground_truth=case.label, title=f"{case.case_id} (held out)")
+    for case_id in order[:count]:
+        entry = result["per_case"][case_id]
+        fold_dir = work / setup / f"fold{entry['fold']}"
+        case = load_case(read_case_folder(data / case_id))
+        prediction = next(c for c in load_validation_cases(fold_dir / "pred", fold_dir / "held_out") if c.case_id == case_id).prediction
+        rules = PostprocessRules.from_dict(result["nested_rules"][entry["fold"]])
+        name = f"real_cv_{case_id}.png"
+        scores = ", ".join(f"{r} {entry['nested'][r][0]:.2f}" for r in TUMOUR_REGIONS)
+        plot_overlay(case.image, rules.apply(prediction), RESULTS / name, ground_truth=case.label, title=f"{case_id} ({setup}): {scores}")
         names.append(name)
     return names
 
 
-def _row_name(row: dict) -> str:
-    return ("flip TTA" if row["flip_tta"] else "plain") + (", run's rules" if row["postprocess"] else ", no post-processing")
+def summarise(args: argparse.Namespace) -> None:
+    results = {setup: r for setup in args.setups if (r := summarise_setup(setup, args.work, args.folds)) is not None}
+    if not results:
+        sys.exit(f"bench_real: no setup has all {args.folds} folds done in {args.work}")
+    chosen = args.chosen or max(results, key=lambda s: tumour_mean(results[s]))
+    overlays = draw_worst(results[chosen], args.work, chosen, args.data, args.worst)
+    n = results[chosen]["cases"]
+    header = "| setup | options | train min/fold | " + " | ".join(TUMOUR_REGIONS) + " | mean |"
+    rule = "|---|---|---|" + "---|" * (len(TUMOUR_REGIONS) + 1)
 
+    def rows(metric: str, kind: str, digits: int) -> list[str]:
+        return [f"| {s}{' (chosen)' if s == chosen else ''} | `{' '.join(r['options']) or '(the preset)'}` | "
+                f"{np.mean(r['train_min_per_fold']):.1f} | " + " | ".join(_cell(r[metric][kind][g], digits) for g in TUMOUR_REGIONS)
+                + f" | {np.mean([r[metric][kind][g]['mean'] for g in TUMOUR_REGIONS]):.{digits}f} |" for s, r in results.items()]
 
-def default_row(rows: list[dict]) -> dict:
-    """What ``predict --model RUN`` gives without options: the run's rules, no TTA."""
-    return next(row for row in rows if row["postprocess"] and not row["flip_tta"])
-
-
-def retune(work: Path, name: str) -> float:
-    """Tune the post-processing rules of the run kept in ``work`` again; the training seconds its earlier results recorded."""
-    run_dir = work / "run"
-    model = load_model(run_dir, "cpu", postprocess=False)
-    split = load_split(run_dir / SPLIT_FILE)
-    tune_postprocessing(run_dir, cache_location(work / "train", run_dir), split["val"], model.network, model.targets, amp=False)
-    return json.loads((RESULTS / f"{name}.json").read_text())["run"]["train_wall_s"]
-
-
-def result_name(fold: int) -> str:
-    return "real" if fold == 0 else f"real_fold{fold}"
-
-
-def table(run: dict, rows: list[dict], args: argparse.Namespace) -> list[str]:
-    headline = default_row(rows)
-    return [
-        f"`gliomaseg train TRAIN --preset {args.preset} --seed {args.seed}{' ' + args.train_args if args.train_args else ''}` "
-        f"on {len(run['cases']['train'])} real cases ({len(run['split']['train'])} trained on, {len(run['split']['val'])} for its "
-        f"validation, best checkpoint and post-processing rules): {run['epochs']} epochs, **{run['train_wall_s'] / 60:.1f} min** "
-        f"wall clock (preprocessing and tuning included). Fold {args.fold}, held out by patient and never seen by training: "
-        f"{', '.join(run['cases']['test'])}; predicted with `predict --model RUN`, scored with the official BraTS 2024 "
-        "lesion-wise protocol on the native grid (RC: these pre-operative cases have no cavity, so each scores RC 1 "
-        f"for predicting none). Rules the run tuned: `{json.dumps(headline['rules'])}`.",
-        "",
-        "| prediction | s/case | " + " | ".join(f"{r} Dice" for r in REGIONS) + " | " + " | ".join(f"{r} HD95" for r in REGIONS) + " |",
-        "|---|---|" + "---|" * (2 * len(REGIONS)),
-        *(f"| {_row_name(row)} | {row['predict_s_per_case']:.1f} | "
-          + " | ".join(f"{row['dice'][r]:.3f}" for r in REGIONS) + " | "
-          + " | ".join(f"{row['hd95'][r]:.1f}" for r in REGIONS) + " |" for row in rows),
-        "",
-        f"Issue 10's bar ({_row_name(headline)}): {_bar_line(headline['dice'])}.",
-        "",
-        f"Per case ({_row_name(headline)}, lesion-wise Dice):",
-        "",
-        "| case | " + " | ".join(REGIONS) + " |",
-        "|---|" + "---|" * len(REGIONS),
-        *(f"| {case} | " + " | ".join(f"{d[r]:.3f}" for r in REGIONS) + " |" for case, d in headline["cases"].items()),
-    ]
-
-
-def _bar_line(dice: dict[str, float]) -> str:
-    return ", ".join(f"{r} {bar:.2f} {'met' if dice[r] >= bar else 'NOT met'}" for r, bar in TARGETS.items())
-
-
-def pool(args: argparse.Namespace) -> None:
-    """Every held-out case of every fold written with these settings, scored together."""
-    settings = ("preset", "test_fraction", "seed", "train_args")
-    folds = []
-    for path in sorted(RESULTS.glob("real*.json")):
-        result = json.loads(path.read_text())
-        if "predictions" in result and all(result["settings"][k] == str(getattr(args, k)) for k in settings):
-            folds.append((path.stem, result))
-    if not folds:
-        sys.exit(f"bench_real: no fold results with these settings in {RESULTS}")
-    cases = {case: dice for _, result in folds for case, dice in default_row(result["predictions"])["cases"].items()}
-    mean = {region: round(float(np.mean([d[region] for d in cases.values()])), 3) for region in REGIONS}
+    per_case = results[chosen]["per_case"]
     lines = [
-        f"{len(folds)} folds of `bench_real.py --preset {args.preset} --test-fraction {args.test_fraction} --seed {args.seed}`, "
-        f"{len(cases)} held-out real cases in all, each predicted by the run that never saw it (`predict --model RUN`, "
-        "the run's rules, no TTA), official BraTS 2024 lesion-wise Dice:",
+        f"{args.folds}-fold cross-validation by patient (seed {args.seed}) over the {n} real cases: each case is predicted by "
+        "the run that never saw it (`gliomaseg train --preset cpu --val-fraction 0` plus the setup's options on the other "
+        "folds, `predict` from the raw folders), scored with the official BraTS 2024 lesion-wise protocol on the native grid. "
+        "Post-processing rules for each fold were tuned on the other folds' held-out predictions (nested: no case is scored "
+        "with rules it helped choose). Pooled mean over all cases with a 95 % bootstrap interval over cases "
+        f"({BOOTSTRAP:,} resamples). RC is left out: these pre-operative cases have none (every setup scores RC 1).",
         "",
-        "| held out | cases | train min | " + " | ".join(REGIONS) + " |",
-        "|---|---|---|" + "---|" * len(REGIONS),
-        *(f"| fold {result['settings'].get('fold', 0)} | {len(result['run']['cases']['test'])} | {result['run']['train_wall_s'] / 60:.1f} | "
-          + " | ".join(f"{result['headline'][r]:.3f}" for r in REGIONS) + " |" for name, result in folds),
-        f"| **all** | {len(cases)} | | " + " | ".join(f"**{mean[r]:.3f}**" for r in REGIONS) + " |",
-        "",
-        f"Issue 10's bar on all {len(cases)}: {_bar_line(mean)}.",
+        "Lesion-wise Dice, nested post-processing:", "", header, rule, *rows("dice", "nested", 3), "",
+        "Lesion-wise Dice, no post-processing:", "", header, rule, *rows("dice", "raw", 3), "",
+        "Lesion-wise HD95 (mm), nested post-processing:", "", header, rule, *rows("hd95", "nested", 1), "",
+        f"Per case, {chosen}, nested post-processing (lesion-wise Dice):", "",
+        "| case | fold | " + " | ".join(TUMOUR_REGIONS) + " |", "|---|---|" + "---|" * len(TUMOUR_REGIONS),
+        *(f"| {c} | {e['fold']} | " + " | ".join(f"{e['nested'][r][0]:.3f}" for r in TUMOUR_REGIONS) + " |"
+          for c, e in sorted(per_case.items())),
+        "", f"Worst cases of {chosen}: " + ", ".join(f"`{o}`" for o in overlays) + ".",
     ]
-    write_results("real_folds", mean, {"settings": {k: str(getattr(args, k)) for k in settings},
-                                       "folds": [name for name, _ in folds], "cases": cases}, lines)
+    headline = {region: results[chosen]["dice"]["nested"][region]["mean"] for region in TUMOUR_REGIONS}
+    write_results("real_cv", headline, {"settings": {"folds": args.folds, "seed": args.seed, "bootstrap": BOOTSTRAP},
+                                        "chosen": chosen, "setups": results, "overlays": overlays}, lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("data", nargs="?", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--preset", default="cpu")
-    parser.add_argument("--test-fraction", type=float, default=0.25, help="share of patients held out from training")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--fold", type=int, default=0, help="which block of --test-fraction patients to hold out")
-    parser.add_argument("--pool", action="store_true", help="train nothing; pool the folds already written")
-    parser.add_argument("--train-args", default="", help="more `gliomaseg train` options, quoted as one argument")
-    parser.add_argument("--work", type=Path, help="keep the run and predictions here (default: a temporary folder)")
-    parser.add_argument("--retune", action="store_true", help="train nothing: tune the rules of the run kept in --work again, re-score")
+    sub = parser.add_subparsers(dest="step", required=True)
+    for name in ("run", "summarise"):
+        step = sub.add_parser(name)
+        step.add_argument("--data", type=Path, default=DEFAULT_DATA)
+        step.add_argument("--work", type=Path, required=True, help="where the runs and predictions are kept (outside the work tree)")
+        step.add_argument("--setups", nargs="+", default=list(SETUPS), choices=list(SETUPS))
+        step.add_argument("--folds", type=int, default=4)
+        step.add_argument("--seed", type=int, default=0)
+        if name == "summarise":
+            step.add_argument("--chosen", choices=list(SETUPS), help="the setup to report per case (default: the best tumour-region mean)")
+            step.add_argument("--worst", type=int, default=4, help="overlays of this many of the chosen setup's worst cases")
     args = parser.parse_args()
-    if args.pool:
-        pool(args)
-        return
-    if args.retune and not args.work:
-        parser.error("--retune needs --work: the folder a previous run was kept in")
     if not args.data.is_dir():
-        print(f"bench_real: skipped, no real cases at {args.data} (give the folder as the first argument)", file=sys.stderr)
+        print(f"bench_real: skipped, no real cases at {args.data} (give the folder with --data)", file=sys.stderr)
         return
-
-    name = result_name(args.fold)
-    with tempfile.TemporaryDirectory() as tmp:
-        work = args.work or Path(tmp)
-        cases = split_by_patient([f.name for f in find_case_folders(args.data)], args.test_fraction, args.seed, args.fold)
-        cases = {"train": cases["train"], "test": cases["val"]}
-        run_dir = work / "run"
-        if args.retune:
-            train_wall = retune(work, name)
-            held_out = work / "held_out"
-            for folder in work.glob("pred-*"):
-                shutil.rmtree(folder)
-        else:
-            train_wall = train_run(linked_cases(args.data, cases["train"], work / "train"), run_dir, args)
-            held_out = linked_cases(args.data, cases["test"], work / "held_out")
-        rows = [score(run_dir, held_out, work / f"pred-{tta}-{post}", tta, post) for post in (False, True) for tta in (False, True)]
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(run_dir / CURVES_FILE, RESULTS / f"{name.replace('real', 'real_curves')}.png")
-        overlays = draw_overlays(held_out, work / "pred-False-True")
-        history = read_history(run_dir / METRICS_FILE)
-        run = {"train_wall_s": train_wall, "epochs": int(history[-1]["epoch"]), "cases": cases,
-               "split": load_split(run_dir / SPLIT_FILE), "config": json.loads((run_dir / CONFIG_FILE).read_text())}
-    headline = {region: round(default_row(rows)["dice"][region], 3) for region in REGIONS}
-    write_results(name, headline, {"settings": {k: str(v) for k, v in vars(args).items()}, "run": run, "history": history,
-                                   "predictions": rows, "overlays": overlays}, table(run, rows, args))
+    splits = folds_of(args.data, args.folds, args.seed)
+    if args.step == "run":
+        for setup in args.setups:
+            for fold, split in enumerate(splits):
+                run_fold(args.data, setup, fold, split, args.work, args.seed)
+    else:
+        summarise(args)
 
 
 if __name__ == "__main__":

@@ -219,6 +219,12 @@ def train_command(
     lr: Annotated[Optional[float], typer.Option(help="Peak learning rate, annealed to 0. Default 1e-3.")] = None,
     optimizer: Annotated[Optional[str], typer.Option(help="adamw (the recipe) or sgd.")] = None,
     repeats: Annotated[Optional[int], typer.Option(help="Augmented copies of each case per epoch. Default 5.")] = None,
+    steps_per_epoch: Annotated[Optional[int], typer.Option(min=1, help="Batches per epoch whatever the number of cases "
+                                                           "(default: each case --repeats times; cpu preset: 32).")] = None,
+    patch_size: Annotated[Optional[int], typer.Option(min=16, help="Train on random cubes of this side (half centred on tumour) "
+                                                      "and predict by sliding window (default: the whole grid).")] = None,
+    extra_channel: Annotated[Optional[list[str]], typer.Option(help="Extra input channel computed from the sequences: t1c-t1n "
+                                                               "(the subtraction image). Repeatable.")] = None,
     val_every: Annotated[Optional[int], typer.Option(help="Epochs between validations. Default 10.")] = None,
     val_fraction: float = 0.2,
     folds: Annotated[int, typer.Option(help="k-fold cross-validation by patient (0: one split by --val-fraction).")] = 0,
@@ -246,19 +252,20 @@ def train_command(
     from gliomaseg.config import ExperimentConfig, train_config_for
     from gliomaseg.training.trainer import preprocess_config_for, train
 
-    config = ExperimentConfig(
-        preprocess=preprocess_config_for(data, size, label_scheme, preset),
-        train=train_config_for(
-            preset, model=model, targets=targets, dropout=dropout, epochs=epochs, batch_size=batch_size, lr=lr,
-            optimizer=optimizer, repeats=repeats, augment="none" if no_augment else augment, modality_dropout=modality_dropout,
-            val_fraction=val_fraction,
-            folds=folds, fold=fold, val_every=val_every, seed=seed, deterministic=deterministic,
-            amp=False if no_amp else None, sync_batchnorm=sync_bn, compile=compile_model, num_workers=workers,
-            tune_postprocess=tune_postprocess, protocol=protocol,
-        ),
-        preset=preset,
-    )
     try:
+        config = ExperimentConfig(
+            preprocess=preprocess_config_for(data, size, label_scheme, preset, extra_channel),
+            train=train_config_for(
+                preset, model=model, targets=targets, dropout=dropout, epochs=epochs, batch_size=batch_size, lr=lr,
+                optimizer=optimizer, repeats=repeats, steps_per_epoch=steps_per_epoch, patch_size=patch_size,
+                augment="none" if no_augment else augment, modality_dropout=modality_dropout,
+                val_fraction=val_fraction,
+                folds=folds, fold=fold, val_every=val_every, seed=seed, deterministic=deterministic,
+                amp=False if no_amp else None, sync_batchnorm=sync_bn, compile=compile_model, num_workers=workers,
+                tune_postprocess=tune_postprocess, protocol=protocol,
+            ),
+            preset=preset,
+        )
         result = train(data, out, config, device=device, resume=resume, workers=workers, quiet=_state["quiet"])
     except ValueError as err:
         _fail(str(err))

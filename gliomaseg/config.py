@@ -13,6 +13,11 @@ from typing import Any
 
 from gliomaseg import __version__
 from gliomaseg.io.atomic import write_text_atomic
+from gliomaseg.labels import MODALITIES
+
+EXTRA_CHANNELS = ("t1c-t1n",)
+"""Input channels computed from the normalised sequences (``PreprocessConfig.extra_channels``): the
+T1c - T1n subtraction shows where contrast enhances (BraTS 2024's second place fed it to its networks)."""
 
 
 @dataclass(frozen=True)
@@ -24,6 +29,17 @@ class PreprocessConfig:
     threshold: float = 0.0  # brain = largest blob above this intensity
     percentiles: tuple[float, float] = (1.0, 99.0)  # per-modality clipping inside the brain
     label_scheme: str = "brats2024"  # how the training label files are written (labels.LABEL_SCHEMES)
+    extra_channels: tuple[str, ...] = ()  # EXTRA_CHANNELS appended after the four sequences
+
+    def __post_init__(self) -> None:
+        unknown = set(self.extra_channels) - set(EXTRA_CHANNELS)
+        if unknown:
+            raise ValueError(f"unknown extra channel(s) {', '.join(sorted(unknown))} (known: {', '.join(EXTRA_CHANNELS)})")
+
+    @property
+    def channels(self) -> int:
+        """The network's input channels: the four sequences, then the extra ones."""
+        return len(MODALITIES) + len(self.extra_channels)
 
 
 AUGMENTATIONS = ("none", "basic", "multisite")
@@ -43,6 +59,9 @@ class TrainConfig:
     lr: float = 1e-3  # peak; cosine annealing to 0 over the epochs
     weight_decay: float = 1e-2
     repeats: int = 5  # times each training case is seen per epoch, each with its own augmentation
+    # > 0: an epoch is this many batches, whatever the number of cases (a run's cost no longer grows with the data)
+    steps_per_epoch: int = 0
+    patch_size: int = 0  # > 0: train on random cubes of this side (half of them centred on tumour), predict by sliding window
     # "basic" (the recipe's: all sequences scaled together), "multisite" (each on its own, thick-slice and
     # blur imitation; the cpu preset's) or "none"; runs saved before the choice stored true/false (basic/none)
     augment: str = "basic"
@@ -64,9 +83,9 @@ class TrainConfig:
 
 PRESETS: dict[str, dict[str, Any]] = {
     "recipe": {},
-    # A 64^3 step takes ~1 s on 2 cores: 40 epochs of the 16 real cases took 27.0 min there with multisite
-    # (24.3 with basic), so more epochs do not fit 30 min (README "Presets"; held-out scores: benchmarks/bench_real.py).
-    "cpu": {"size": 64, "epochs": 40, "batch_size": 2, "repeats": 5, "val_every": 10, "augment": "multisite"},
+    # A 64^3 step takes ~1 s on 2 cores without native bf16: a fixed 40 x 32 steps keeps the run under 30 min
+    # whatever the number of cases (README "Presets"; held-out scores: benchmarks/bench_real.py).
+    "cpu": {"size": 64, "epochs": 40, "steps_per_epoch": 32, "batch_size": 2, "repeats": 5, "val_every": 10, "augment": "multisite"},
 }
 """Named starting points for ``train``: ``size`` (cubic grid side) and TrainConfig fields.
 "recipe" is the baseline recipe (the dataclass defaults); settings given explicitly win over a preset."""

@@ -35,13 +35,13 @@ def kfold_by_patient(case_ids: list[str], folds: int, seed: int = 0) -> list[dic
 
 
 def split_by_patient(case_ids: list[str], val_fraction: float, seed: int = 0, block: int = 0) -> dict[str, list[str]]:
-    """One train/val split holding out about ``val_fraction`` of the patients (at least one).
+    """One train/val split holding out about ``val_fraction`` of the patients (at least one; none for 0).
 
     ``block`` picks which run of that many patients in the seeded order is held out, so blocks
     0, 1, ... hold out disjoint patients (a k-fold whose fold 0 is the plain split); the last
     block may be shorter."""
     patients = _patients_shuffled(case_ids, seed)
-    n_val = min(len(patients) - 1, max(1, round(len(patients) * val_fraction))) if len(patients) > 1 else 0
+    n_val = min(len(patients) - 1, max(1, round(len(patients) * val_fraction))) if len(patients) > 1 and val_fraction > 0 else 0
     if block < 0 or (block > 0 and block * n_val >= len(patients)):
         raise ValueError(f"block {block} is past the {len(patients)} patients in blocks of {n_val}")
     held_out = set(patients[block * n_val:(block + 1) * n_val])

@@ -76,7 +76,7 @@ def load_model(model: Path | str, device: str | None = None, postprocess: bool |
     state = load_checkpoint(path, map_location=dev)
     try:
         config = ExperimentConfig.from_dict(state["config"])
-        network = network_for(config.train)
+        network = network_for(config.train, config.preprocess.channels)
         network.load_state_dict(state["model"])
     except (ValueError, RuntimeError, KeyError, TypeError) as err:
         raise InputError(path, f"checkpoint does not match its architecture ({str(err).splitlines()[0][:120]})") from None
@@ -87,7 +87,8 @@ def native_probabilities(model: LoadedModel, case: LoadedCase, flip_tta: bool = 
     """(C, X, Y, Z) float32 probabilities of one run on the case's native grid, in its own targets."""
     prepared = preprocess_case(case, model.config.preprocess)
     image = torch.from_numpy(prepared.image)[None]
-    probabilities = predict_probabilities(model.network, image, model.targets, flip_tta=flip_tta, amp=model.config.train.amp)[0]
+    probabilities = predict_probabilities(model.network, image, model.targets, flip_tta=flip_tta, amp=model.config.train.amp,
+                                          patch_size=model.config.train.patch_size)[0]
     return native_scores(probabilities.float().cpu(), prepared.geometry, model.targets.outside)
 
 

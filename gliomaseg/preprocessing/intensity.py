@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from gliomaseg.labels import MODALITIES
+
 
 def clip_and_zscore(image: np.ndarray, mask: np.ndarray, percentiles: tuple[float, float] = (1.0, 99.0)) -> np.ndarray:
     """Clip each channel at its percentiles inside ``mask``, then z-score it there.
@@ -24,3 +26,14 @@ def clip_and_zscore(image: np.ndarray, mask: np.ndarray, percentiles: tuple[floa
         std = clipped.std()
         out[channel][mask] = (clipped - clipped.mean()) / (std if std > 0 else 1.0)
     return out
+
+
+def with_extra_channels(image: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
+    """``image`` (4, X, Y, Z), normalised, with the channels ``names`` (config.EXTRA_CHANNELS) appended.
+
+    "t1c-t1n" is the z-scored T1c minus the z-scored T1n: zero outside the brain like both."""
+    extras = []
+    for name in names:
+        minuend, subtrahend = name.split("-")
+        extras.append(image[MODALITIES.index(minuend)] - image[MODALITIES.index(subtrahend)])
+    return np.concatenate([image, np.stack(extras)]) if extras else image

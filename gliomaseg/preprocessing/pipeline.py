@@ -12,7 +12,7 @@ from gliomaseg.config import PreprocessConfig
 from gliomaseg.io.cases import LoadedCase
 from gliomaseg.io.nifti import HeaderSpace
 from gliomaseg.preprocessing.brain_crop import Box, box_slices, brain_box, brain_mask, crop_to_brain
-from gliomaseg.preprocessing.intensity import clip_and_zscore
+from gliomaseg.preprocessing.intensity import clip_and_zscore, with_extra_channels
 from gliomaseg.preprocessing.resample import resize_image, resize_labels, resize_probabilities
 
 
@@ -41,7 +41,7 @@ class Geometry:
 
 @dataclass(frozen=True)
 class PreprocessedCase:
-    """``image`` (4, *size) float32 normalised, ``label`` (*size) uint8 or None, and the geometry."""
+    """``image`` (channels, *size) float32 normalised, ``label`` (*size) uint8 or None, and the geometry."""
 
     case_id: str
     image: np.ndarray
@@ -55,6 +55,7 @@ def preprocess_case(case: LoadedCase, config: PreprocessConfig) -> PreprocessedC
     mask = brain_mask(case.image, config.threshold)
     box = brain_box(mask, config.margin)
     image = clip_and_zscore(crop_to_brain(case.image, box), crop_to_brain(mask, box), config.percentiles)
+    image = with_extra_channels(image, config.extra_channels)
     resized = resize_image(image, config.size).numpy()
     label = native_crop = None
     if case.label is not None:

@@ -10,6 +10,7 @@ from monai.transforms import (
     Compose,
     RandAdjustContrastd,
     RandAffined,
+    RandCropByPosNegLabeld,
     RandFlipd,
     RandGaussianNoised,
     RandGaussianSmoothd,
@@ -104,16 +105,21 @@ class RandModalityDropoutd(RandomizableTransform, MapTransform):
         return sample
 
 
-def training_transform(augment: str, modality_dropout: float = 0.0) -> Compose | None:
-    """The ``augment`` augmentation (unless "none"), then sequence dropout (if ``modality_dropout``)."""
-    steps = ([training_augmentation(augment)] if augment != "none" else []) + ([RandModalityDropoutd(modality_dropout)] if modality_dropout > 0 else [])
+def training_transform(augment: str, modality_dropout: float = 0.0, patch_size: int = 0) -> Compose | None:
+    """A random cube of ``patch_size`` (if > 0; centred on tumour half of the time, as nnU-Net
+    oversamples foreground), the ``augment`` augmentation (unless "none"), then sequence dropout
+    (if ``modality_dropout``)."""
+    steps = (([RandCropByPosNegLabeld(KEYS, "label", (patch_size,) * 3, pos=1, neg=1, num_samples=1, allow_smaller=True)]
+              if patch_size else [])
+             + ([training_augmentation(augment)] if augment != "none" else [])
+             + ([RandModalityDropoutd(modality_dropout)] if modality_dropout > 0 else []))
     return Compose(steps) if steps else None
 
 
 class CachedCaseDataset(torch.utils.data.Dataset):
     """Each case ``repeats`` times per epoch; sample i is case ``i % n``.
 
-    Items are ``{"image": (4, X, Y, Z) float32, "label": (1, X, Y, Z) int64}``,
+    Items are ``{"image": (channels, X, Y, Z) float32, "label": (1, X, Y, Z) int64}``,
     read from memory-mapped arrays (never from .nii.gz).
     """
 
@@ -133,6 +139,8 @@ class CachedCaseDataset(torch.utils.data.Dataset):
         }
         if self.transform is not None:
             sample = self.transform(sample)
+            if isinstance(sample, list):  # a random crop returns a list of its num_samples=1 cubes
+                sample = sample[0]
             sample = {k: convert_to_tensor(v, track_meta=False) for k, v in sample.items()}
             sample["label"] = sample["label"].long()
         return sample

@@ -8,6 +8,7 @@ from functools import cache
 from pathlib import Path
 
 import torch
+from monai.inferers import sliding_window_inference
 from monai.networks.nets import DynUNet, SegResNet, VNet
 
 from gliomaseg.config import TrainConfig
@@ -73,9 +74,10 @@ def build_network(
     return NETWORKS[name](in_channels, out_channels, dropout)
 
 
-def network_for(train_config: TrainConfig) -> torch.nn.Module:
-    """The untrained network a training configuration describes (model, dropout, output targets)."""
-    return build_network(train_config.model, train_config.dropout, out_channels=targets_named(train_config.targets).channels)
+def network_for(train_config: TrainConfig, in_channels: int = len(MODALITIES)) -> torch.nn.Module:
+    """The untrained network a training configuration describes (model, dropout, output targets),
+    for ``in_channels`` inputs (``PreprocessConfig.channels``)."""
+    return build_network(train_config.model, train_config.dropout, in_channels, targets_named(train_config.targets).channels)
 
 
 def pick_device(requested: str | None = None) -> torch.device:
@@ -125,14 +127,24 @@ def autocast(device: torch.device, enabled: bool, cpu_bf16: bool = False) -> tor
     return torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=use)
 
 
+def _logits(model: torch.nn.Module, image: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """The whole grid at once, or, for a network trained on cubes of ``patch_size``, overlapping
+    cubes blended with Gaussian weights (MONAI's sliding window, as nnU-Net predicts)."""
+    if not patch_size or all(side <= patch_size for side in image.shape[2:]):
+        return model(image)
+    return sliding_window_inference(image, (patch_size,) * 3, sw_batch_size=1, predictor=model, overlap=0.5, mode="gaussian")
+
+
 @torch.inference_mode()
 def predict_probabilities(
-    model: torch.nn.Module, image: torch.Tensor, targets: Targets, flip_tta: bool = False, amp: bool = True
+    model: torch.nn.Module, image: torch.Tensor, targets: Targets, flip_tta: bool = False, amp: bool = True,
+    patch_size: int = 0,
 ) -> torch.Tensor:
     """Probabilities (B, targets.channels, X, Y, Z) of a batch (B, C, X, Y, Z) on the model's device.
 
     With ``flip_tta`` the mean over the 8 mirrorings of the three axes. ``amp`` means
     bf16/fp16 on CUDA and bf16 on CPUs with native bf16 (about 1.5x faster there).
+    ``patch_size``: the cube side the network was trained on (``TrainConfig.patch_size``; 0: the whole grid).
     """
     device = next(model.parameters()).device
     image = image.to(device, memory_format=memory_format(device))
@@ -143,7 +155,7 @@ def predict_probabilities(
     with autocast(device, amp, cpu_bf16=True):
         for axes in flips:
             view = image.flip(axes) if axes else image
-            probs = targets.activate(model(view).float())
+            probs = targets.activate(_logits(model, view, patch_size).float())
             probs = probs.flip(axes) if axes else probs
             total = probs if total is None else total + probs
     return total / len(flips)

@@ -48,6 +48,7 @@ from gliomaseg.training.distributed import (
 )
 from gliomaseg.training.loss import DiceCrossEntropyLoss
 from gliomaseg.training.networks import SIZE_MULTIPLE, autocast, memory_format, network_for
+from gliomaseg.training.sampler import FixedLengthSampler
 from gliomaseg.training.schedule import CosineSchedule
 from gliomaseg.training.targets import Targets, targets_named
 from gliomaseg.training.validation import case_scores, predict_validation_cases, summarise_scores
@@ -102,14 +103,16 @@ def _warn_if_old_label_scheme(data: Path, cache_dir: Path, scheme: str) -> None:
 
 
 def preprocess_config_for(data: Path | str, size: int | None, label_scheme: str | None = None,
-                          preset: str = "recipe") -> PreprocessConfig:
-    """The preprocessing to train with: ``size`` and ``label_scheme`` where given; the rest from
-    a cache's own settings, or for raw data from the preset (the recipe's by default)."""
+                          preset: str = "recipe", extra_channels: list[str] | None = None) -> PreprocessConfig:
+    """The preprocessing to train with: ``size``, ``label_scheme`` and ``extra_channels`` where given;
+    the rest from a cache's own settings, or for raw data from the preset (the recipe's by default)."""
     config = cache_config(data) if is_cache(data) else PreprocessConfig(size=preset_size(preset))
     if size is not None:
         config = replace(config, size=(size,) * 3)
     if label_scheme is not None:
         config = replace(config, label_scheme=label_scheme)
+    if extra_channels:
+        config = replace(config, extra_channels=tuple(extra_channels))
     return config
 
 
@@ -125,6 +128,9 @@ def build_optimizer(parameters, tc: TrainConfig) -> torch.optim.Optimizer:
 def _check_size(config: ExperimentConfig) -> None:
     if any(s % SIZE_MULTIPLE for s in config.preprocess.size):
         raise ValueError(f"--size must be a multiple of {SIZE_MULTIPLE}, got {config.preprocess.size}")
+    patch = config.train.patch_size
+    if patch and (patch % SIZE_MULTIPLE or patch > min(config.preprocess.size)):
+        raise ValueError(f"--patch-size must be a multiple of {SIZE_MULTIPLE} and at most the grid {config.preprocess.size}, got {patch}")
 
 
 def _seed_epoch(seed: int, epoch: int, transform: Any) -> None:
@@ -217,8 +223,9 @@ def _run_epoch(
         image = batch["image"].to(device, non_blocking=True, memory_format=memory_format(device))
         label = batch["label"].to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
-        with autocast(device, amp):
-            loss = loss_fn(model(image), label)
+        with autocast(device, amp, cpu_bf16=True):
+            logits = model(image)
+        loss = loss_fn(logits.float(), label)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
@@ -228,13 +235,13 @@ def _run_epoch(
 
 
 def tune_postprocessing(run_dir: Path, cache_dir: Path, case_ids: list[str], network: torch.nn.Module, targets: Targets,
-                        amp: bool, workers: int = 1, protocol: str = "brats2024") -> Path | None:
+                        amp: bool, workers: int = 1, protocol: str = "brats2024", patch_size: int = 0) -> Path | None:
     """Tune post-processing rules into ``run_dir/postprocess.json`` for the checkpoint ``predict --model RUN``
     uses (best.pt, else last.pt), on its predictions of the validation cases; None without labelled ones.
     ``network`` is loaded with that checkpoint's weights."""
     checkpoint = run_dir / BEST if (run_dir / BEST).exists() else run_dir / LAST
     network.load_state_dict(load_checkpoint(checkpoint, map_location=next(network.parameters()).device)["model"])
-    predicted = list(predict_validation_cases(network, cache_dir, case_ids, targets, amp))
+    predicted = list(predict_validation_cases(network, cache_dir, case_ids, targets, amp, patch_size))
     if not predicted:
         return None
     cases = [case for case, _ in predicted]
@@ -309,7 +316,7 @@ def train(
 
     torch.manual_seed(tc.seed)
     _choose_kernels(dev, tc.deterministic)
-    network = network_for(tc).to(dev, memory_format=memory_format(dev))
+    network = network_for(tc, config.preprocess.channels).to(dev, memory_format=memory_format(dev))
     optimizer = build_optimizer(network.parameters(), tc)
     start_epoch, best_score, schedule = _restore(state, network, optimizer, tc, run_dir / LAST)
     if state is not None:
@@ -321,11 +328,14 @@ def train(
     scaler = torch.amp.GradScaler(dev.type, enabled=tc.amp and dev.type == "cuda" and not torch.cuda.is_bf16_supported())
     history = [row for row in read_history(run_dir / METRICS_FILE) if row["epoch"] <= start_epoch]
 
-    transform = training_transform(tc.augment, tc.modality_dropout)
+    transform = training_transform(tc.augment, tc.modality_dropout, tc.patch_size)
     dataset = CachedCaseDataset(cache_dir, split["train"], repeats=tc.repeats, transform=transform)
     # One sampler in every mode: rank r of N takes every N-th sample of the epoch's
     # permutation, so N processes with batch B see exactly what one process with batch N*B sees.
-    sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=tc.seed)
+    if tc.steps_per_epoch:
+        sampler = FixedLengthSampler(len(dataset), tc.steps_per_epoch * tc.batch_size * ctx.world_size, ctx.rank, ctx.world_size, tc.seed)
+    else:
+        sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=tc.seed)
     loader = DataLoader(dataset, batch_size=tc.batch_size, sampler=sampler, num_workers=workers if workers > 1 else 0,
                         pin_memory=dev.type == "cuda", drop_last=len(sampler) > tc.batch_size)
     last_validation: dict[str, float] = {}
@@ -355,7 +365,7 @@ def train(
                 mine = split["val"][ctx.rank :: ctx.world_size]
                 save_dir = run_dir / VALIDATION_DIR if is_last else None
                 last_validation = summarise_scores(gather_lists(ctx, case_scores(network, cache_dir, mine, targets, tc.amp, save_dir,
-                                                                                 protocol_named(tc.protocol))))
+                                                                                 protocol_named(tc.protocol), tc.patch_size)))
                 row.update({f"val_dice_{k}": v for k, v in last_validation.items()})
             history.append(row)
             improved = "val_dice_mean" in row and row["val_dice_mean"] > best_score
@@ -381,7 +391,7 @@ def train(
             epoch += 1
         if tc.tune_postprocess and split["val"] and start_epoch < epoch == tc.epochs:
             if ctx.is_main:
-                tune_postprocessing(run_dir, cache_dir, split["val"], network, targets, tc.amp, workers, tc.protocol)
+                tune_postprocessing(run_dir, cache_dir, split["val"], network, targets, tc.amp, workers, tc.protocol, tc.patch_size)
             barrier(ctx)
     except KeyboardInterrupt as stop:
         log.warning("stopped (%s) after epoch %d; continue with --resume", stop or "interrupt", epoch)

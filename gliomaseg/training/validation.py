@@ -31,10 +31,10 @@ def native_truth(case: CachedCase) -> np.ndarray | None:
 
 
 def predict_validation_cases(
-    model: torch.nn.Module, cache_dir: Path | str, case_ids: list[str], targets: Targets, amp: bool = True
+    model: torch.nn.Module, cache_dir: Path | str, case_ids: list[str], targets: Targets, amp: bool = True, patch_size: int = 0
 ) -> Iterator[tuple[ValidationCase, Geometry]]:
     """Each labelled cached case predicted by ``model`` on its native grid, with its truth and
-    spacing, and its geometry (cases without a label are skipped)."""
+    spacing, and its geometry (cases without a label are skipped); ``patch_size`` as in predict_probabilities."""
     model.eval()
     for case_id in case_ids:
         case = read_cached_case(Path(cache_dir) / case_id)
@@ -42,7 +42,7 @@ def predict_validation_cases(
         if truth is None:
             continue
         image = torch.from_numpy(np.asarray(case.image, dtype=np.float32))[None]
-        probabilities = predict_probabilities(model, image, targets, amp=amp)[0].cpu()
+        probabilities = predict_probabilities(model, image, targets, amp=amp, patch_size=patch_size)[0].cpu()
         prediction = scores_to_native(probabilities, case.geometry, targets.decode)
         yield ValidationCase(case_id, prediction, truth, spacing_from_affine(case.geometry.affine)), case.geometry
 
@@ -55,6 +55,7 @@ def case_scores(
     amp: bool = True,
     save_dir: Path | None = None,
     protocol: AnyProtocol = OFFICIAL,
+    patch_size: int = 0,
 ) -> list[dict[str, float]]:
     """Lesion-wise Dice per region of each labelled case (official BraTS 2024 protocol), or the
     panoptic quality (``pq_dsc``, a region empty in both maps counting 1) with the 2026 protocol.
@@ -65,7 +66,7 @@ def case_scores(
     Cases without a label are skipped.
     """
     rows = []
-    for case, geometry in predict_validation_cases(model, cache_dir, case_ids, targets, amp):
+    for case, geometry in predict_validation_cases(model, cache_dir, case_ids, targets, amp, patch_size):
         if save_dir is not None:
             save_label_map(case.prediction, geometry.affine, save_dir / f"{case.case_id}.nii.gz", geometry.space)
         scores = objective(score_label_maps(case.prediction, case.truth, case.spacing, protocol)[0], protocol)
