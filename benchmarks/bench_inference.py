@@ -25,7 +25,6 @@ import numpy as np
 import torch
 from common import write_results
 
-from gliomaseg.data.splits import save_split
 from gliomaseg.data.synthetic import write_synthetic_dataset
 from gliomaseg.demo import DemoSettings, demo_config
 from gliomaseg.evaluation.lesion_wise import lesion_wise_scores
@@ -36,7 +35,9 @@ from gliomaseg.labels import MODALITIES, REGIONS
 from gliomaseg.postprocessing.rules import PostprocessRules
 from gliomaseg.postprocessing.tuning import ValidationCase, tune_rules
 from gliomaseg.preprocessing.cache import cached_case_ids, preprocess_dataset
-from gliomaseg.training.trainer import SPLIT_FILE, train
+from gliomaseg.model.run_folder import RunFolder
+from gliomaseg.training.run_tuning import tune_run_postprocessing
+from gliomaseg.training.trainer import train
 
 SETS = {"train": (16, 40), "val": (6, 41), "test": (8, 42)}  # cases, seed
 
@@ -58,9 +59,10 @@ def train_run(cache: Path, split: dict[str, list[str]], run_dir: Path, seed: int
     config = demo_config(DemoSettings(size=args.size, epochs=args.epochs, seed=seed))
     config = replace(config, train=replace(config.train, modality_dropout=dropout))
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_split(split, run_dir / SPLIT_FILE)
+    RunFolder(run_dir).save_split(split)
     started = time.perf_counter()
-    train(cache, run_dir, config, device="cpu", resume=True, quiet=True)  # a finished run in a kept --work is reused
+    if train(cache, run_dir, config, device="cpu", resume=True, quiet=True).completed:  # a finished run in a kept --work is reused
+        tune_run_postprocessing(run_dir, cache, device="cpu")
     return time.perf_counter() - started
 
 

@@ -26,14 +26,13 @@ from pathlib import Path
 from common import RESULTS, write_results
 
 from gliomaseg.config import AUGMENTATIONS, ExperimentConfig, PreprocessConfig, TrainConfig
-from gliomaseg.data.splits import save_split
 from gliomaseg.data.synthetic import write_synthetic_dataset
 from gliomaseg.labels import REGIONS
 from gliomaseg.preprocessing.cache import cached_case_ids, preprocess_dataset
-from gliomaseg.training.history import read_history
-from gliomaseg.training.networks import NETWORKS
-from gliomaseg.training.targets import TARGETS
-from gliomaseg.training.trainer import METRICS_FILE, SPLIT_FILE, train
+from gliomaseg.model.networks import NETWORKS
+from gliomaseg.model.targets import TARGETS
+from gliomaseg.model.run_folder import RunFolder
+from gliomaseg.training.trainer import train
 
 DEFAULT = (TrainConfig().model, TrainConfig().targets, TrainConfig().augment)
 
@@ -60,13 +59,14 @@ def learn(cache: Path, split: dict[str, list[str]], run_dir: Path, model: str, t
                       seed=args.seed, num_workers=0),
     )
     run_dir.mkdir(parents=True)
-    save_split(split, run_dir / SPLIT_FILE)
+    run = RunFolder(run_dir)
+    run.save_split(split)
     started = time.perf_counter()
     train(cache, run_dir, config, device="cpu", quiet=True)
     wall = time.perf_counter() - started
-    history = read_history(run_dir / METRICS_FILE)
-    curve = [{"step": int(row["epoch"]) * steps_per_epoch, **{r: row[f"val_dice_{r}"] for r in (*REGIONS, "mean")}}
-             for row in history if not math.isnan(row.get("val_dice_mean", math.nan))]
+    history = run.history()
+    curve = [{"step": int(row["epoch"]) * steps_per_epoch, **{r: row[f"val_score_{r}"] for r in (*REGIONS, "mean")}}
+             for row in history if not math.isnan(row.get("val_score_mean", math.nan))]
     train_seconds = sum(row["seconds"] for row in history)
     return {"model": model, "targets": targets, "augment": augment, "steps": history[-1]["epoch"] * steps_per_epoch,
             "s_per_step": train_seconds / (history[-1]["epoch"] * steps_per_epoch), "wall_s": wall, "curve": curve}

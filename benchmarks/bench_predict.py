@@ -33,7 +33,8 @@ def _ours(cases: list[Path], out: Path, model: str | None) -> dict:
 
     from gliomaseg.config import ExperimentConfig
     from gliomaseg.inference.predictor import LoadedModel, load_model, predict
-    from gliomaseg.training.networks import network_for, ready_for_inference
+    from gliomaseg.model.device import ready_for_inference
+    from gliomaseg.model.networks import network_for
 
     if model:
         loaded = load_model(model, device="cpu")

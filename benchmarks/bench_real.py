@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 import subprocess
 import sys
 import time
@@ -32,8 +33,8 @@ import numpy as np
 from common import RESULTS, write_results
 
 from gliomaseg.data.splits import kfold_by_patient
+from gliomaseg.data.synthetic import write_synthetic_dataset
 from gliomaseg.evaluation.protocol import OFFICIAL
-from gliomaseg.evaluation.scoring import objective, score_label_maps
 from gliomaseg.inference.predictor import load_model, predict
 from gliomaseg.io.cases import find_case_folders, load_case, read_case_folder
 from gliomaseg.labels import REGIONS
@@ -44,15 +45,31 @@ from gliomaseg.visualization.overlays import plot_overlay
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "real-brats"
 
-SETUPS: dict[str, list[str]] = {
-    "preset64": [],
-    "sub64": ["--extra-channel", "t1c-t1n"],
-    "regions64": ["--targets", "regions"],
-    "grid96": ["--size", "96"],
-    "long64": ["--epochs", "160"],
+@dataclass(frozen=True)
+class Setup:
+    """One way of training: options added to ``train --preset cpu --val-fraction 0``, and how many
+    synthetic post-treatment cases (``gliomaseg synth``, seeded) join every fold's training cases."""
+
+    options: tuple[str, ...] = ()
+    synthetic: int = 0
+
+    def describe(self) -> str:
+        parts = [" ".join(self.options) or "(the preset)"] + ([f"+ {self.synthetic} synthetic cases"] if self.synthetic else [])
+        return " ".join(parts)
+
+
+SETUPS: dict[str, Setup] = {
+    "preset64": Setup(),
+    "sub64": Setup(("--extra-channel", "t1c-t1n")),
+    "regions64": Setup(("--targets", "regions")),
+    "patch96": Setup(("--size", "96", "--patch-size", "64")),
+    "grid96": Setup(("--size", "96")),
+    "long64": Setup(("--epochs", "160")),
 }
-"""Setup name -> options added to ``train --preset cpu --val-fraction 0`` (the preset: 64^3, 40 epochs of
+"""Setup name -> how it differs from ``train --preset cpu --val-fraction 0`` (the preset: 64^3, 40 epochs of
 32 steps of batch 2, AdamW 1e-3 cosine, multisite augmentation, label targets)."""
+
+SYNTHETIC_SEED = 2024
 
 
 def _linked_cases(data: Path, case_ids: list[str], root: Path) -> Path:
@@ -78,16 +95,29 @@ def folds_of(data: Path, folds: int, seed: int) -> list[dict[str, list[str]]]:
     return kfold_by_patient([f.name for f in find_case_folders(data)], folds, seed)
 
 
+def synthetic_cases(work: Path, count: int) -> Path:
+    """``count`` synthetic post-treatment cases (seeded), made once in ``work/synthetic-<count>``."""
+    folder = work / f"synthetic-{count}"
+    if not (folder / "done").exists():
+        write_synthetic_dataset(folder, count, seed=SYNTHETIC_SEED, workers=2, quiet=True)
+        (folder / "done").write_text("")
+    return folder
+
+
 def run_fold(data: Path, setup: str, fold: int, split: dict[str, list[str]], work: Path, seed: int) -> None:
     """Train (or resume) one setup on one fold's training cases, then predict its held-out cases."""
     fold_dir = work / setup / f"fold{fold}"
     if (fold_dir / "done.json").exists():
         return
+    spec = SETUPS[setup]
     train_dir = _linked_cases(data, split["train"], fold_dir / "train")
+    if spec.synthetic:
+        synthetic = synthetic_cases(work, spec.synthetic)
+        _linked_cases(synthetic, [f.name for f in find_case_folders(synthetic)], train_dir)
     held_out = _linked_cases(data, split["val"], fold_dir / "held_out")
     run_dir = fold_dir / "run"
     command = [sys.executable, "-m", "gliomaseg", "-q", "train", str(train_dir), "--out", str(run_dir), "--preset", "cpu",
-               "--val-fraction", "0", "--seed", str(seed), "--resume", *SETUPS[setup]]
+               "--val-fraction", "0", "--seed", str(seed), "--resume", *spec.options]
     print(f"[{time.strftime('%H:%M:%S')}] {setup} fold {fold}: {' '.join(command[3:])}", file=sys.stderr, flush=True)
     started = time.perf_counter()
     try:
@@ -97,7 +127,7 @@ def run_fold(data: Path, setup: str, fold: int, split: dict[str, list[str]], wor
     started = time.perf_counter()
     predict(held_out, fold_dir / "pred", load_model(run_dir, "cpu", postprocess=False), quiet=True, fail_fast=True)
     _record_seconds(fold_dir, "predict_s", time.perf_counter() - started)
-    (fold_dir / "done.json").write_text(json.dumps({"setup": setup, "fold": fold, "options": SETUPS[setup], **split}, indent=2) + "\n")
+    (fold_dir / "done.json").write_text(json.dumps({"setup": setup, "fold": fold, "setup_spec": spec.describe(), **split}, indent=2) + "\n")
 
 
 TUMOUR_REGIONS = [r for r in REGIONS if r != "RC"]
@@ -117,7 +147,7 @@ def _case_scores(cases: list[ValidationCase], rules: PostprocessRules) -> dict[s
     """Per case and region: [lesion-wise Dice, lesion-wise HD95] after ``rules``."""
     scores = {}
     for case in cases:
-        rows = objective(score_label_maps(rules.apply(case.prediction), case.truth, case.spacing, OFFICIAL)[0], OFFICIAL)
+        rows = OFFICIAL.objective(OFFICIAL.score(rules.apply(case.prediction), case.truth, case.spacing)[0])
         scores[case.case_id] = {region: [round(rows[region][0], 4), round(rows[region][1], 2)] for region in REGIONS}
     return scores
 
@@ -155,7 +185,7 @@ def summarise_setup(setup: str, work: Path, folds: int) -> dict | None:
         return {region: interval([c[kind][region][metric] for c in per_case.values()]) for region in REGIONS}
 
     return {
-        "options": SETUPS[setup],
+        "setup": SETUPS[setup].describe(),
         "cases": len(per_case),
         "train_min_per_fold": [round(t["train_s"] / 60, 1) for t in timing],
         "predict_s_per_case": round(sum(t["predict_s"] for t in timing) / len(per_case), 2),
@@ -204,7 +234,7 @@ def summarise(args: argparse.Namespace) -> None:
     rule = "|---|---|---|" + "---|" * (len(TUMOUR_REGIONS) + 1)
 
     def rows(metric: str, kind: str, digits: int) -> list[str]:
-        return [f"| {s}{' (chosen)' if s == chosen else ''} | `{' '.join(r['options']) or '(the preset)'}` | "
+        return [f"| {s}{' (chosen)' if s == chosen else ''} | `{r['setup']}` | "
                 f"{np.mean(r['train_min_per_fold']):.1f} | " + " | ".join(_cell(r[metric][kind][g], digits) for g in TUMOUR_REGIONS)
                 + f" | {np.mean([r[metric][kind][g]['mean'] for g in TUMOUR_REGIONS]):.{digits}f} |" for s, r in results.items()]
 

@@ -18,7 +18,6 @@ import numpy as np
 from common import write_results
 
 from gliomaseg.evaluation.protocol import OFFICIAL
-from gliomaseg.evaluation.scoring import score_label_maps
 from gliomaseg.inference.predictor import load_model, native_probabilities
 from gliomaseg.io.cases import find_case_folders, load_case, read_case_folder
 from gliomaseg.labels import REGIONS as ALL_REGIONS
@@ -45,7 +44,7 @@ def score_work(work: Path, weights: list[float], rules: PostprocessRules) -> dic
         probabilities = native_probabilities(model, case).numpy()
         scores[case.case_id] = {}
         for weight in weights:
-            rows, _ = score_label_maps(rules.apply(weighted_labels(probabilities, weight)), case.label, case.spacing, OFFICIAL)
+            rows, _ = OFFICIAL.score(rules.apply(weighted_labels(probabilities, weight)), case.label, case.spacing)
             scores[case.case_id][str(weight)] = {r: float(rows[r]["LesionWise_Score_Dice"]) for r in REGIONS}
         print(folder.name, "done", flush=True)
     return scores

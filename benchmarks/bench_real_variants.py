@@ -15,8 +15,8 @@ on one GPU with 16 cores, 8 runs side by side took ~3.5 min each.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
+import math
 import os
 import subprocess
 import sys
@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 from common import RESULTS, write_results
+
+from gliomaseg.model.run_folder import RunFolder
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "real-brats"
 RUNS = RESULTS / "real_variants_runs.json"
@@ -54,10 +56,11 @@ def run_one(cache: Path, work: Path, variant: str, fold: int, device: str) -> di
     done = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "2"}, capture_output=True, text=True)
     if done.returncode:
         raise RuntimeError(f"{variant} fold {fold} failed: {done.stderr[-2000:]}")
-    validations = [row for row in csv.DictReader((run / "metrics.csv").open()) if row.get("val_dice_mean")]
+    folder = RunFolder(run)
+    validations = [row for row in folder.history() if not math.isnan(row.get("val_score_mean", math.nan))]
     return {"variant": variant, "fold": fold, "seconds": round(time.perf_counter() - started, 1),
-            "val_cases": json.loads((run / "split.json").read_text())["val"],
-            "last": {k[len("val_dice_"):]: float(v) for k, v in validations[-1].items() if k.startswith("val_dice_")}}
+            "val_cases": folder.load_split()["val"],
+            "last": {k[len("val_score_"):]: float(v) for k, v in validations[-1].items() if k.startswith("val_score_")}}
 
 
 def summarise(runs: dict[str, dict], machine_note: str) -> None:

@@ -25,8 +25,9 @@ from gliomaseg.data.synthetic import write_synthetic_dataset
 from gliomaseg.preprocessing.cache import cached_case_ids, preprocess_dataset
 from gliomaseg.training.dataset import CachedCaseDataset, training_augmentation
 from gliomaseg.training.loss import DiceCrossEntropyLoss
-from gliomaseg.training.networks import autocast, memory_format, network_for
-from gliomaseg.training.targets import targets_named
+from gliomaseg.model.device import autocast, memory_format
+from gliomaseg.model.networks import network_for
+from gliomaseg.model.targets import targets_named
 
 
 def model_rate(device: torch.device, size: int, batch: int, steps: int, amp: bool) -> dict:

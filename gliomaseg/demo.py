@@ -17,11 +17,14 @@ import numpy as np
 from gliomaseg.config import ExperimentConfig, PreprocessConfig, TrainConfig
 from gliomaseg.data.synthetic import write_synthetic_dataset
 from gliomaseg.evaluation.evaluate import evaluate, format_summary, summarise
-from gliomaseg.inference.predictor import load_model, output_path, predict
+from gliomaseg.inference.predictor import output_path, predict
 from gliomaseg.io.cases import discover_cases, load_case
 from gliomaseg.io.nifti import load_label_map
 from gliomaseg.report.html_report import build_report
-from gliomaseg.training.trainer import CURVES_FILE, train
+from gliomaseg.model.loading import load_model
+from gliomaseg.model.run_folder import RunFolder
+from gliomaseg.training.run_tuning import tune_run_postprocessing
+from gliomaseg.training.trainer import train
 from gliomaseg.visualization.overlays import plot_overlay
 
 log = logging.getLogger("gliomaseg")
@@ -75,20 +78,23 @@ def run_demo(out: Path | str, settings: DemoSettings = DemoSettings(), bundled: 
             log.info("synthesising %d cases into %s", n, folder)
             write_synthetic_dataset(folder, n, seed=seed, shape=settings.shape, workers=2, quiet=quiet)
 
-    run_dir = out / "run"
-    train(train_dir, run_dir, demo_config(settings), device="cpu", resume=True, quiet=quiet)
+    run = RunFolder(out / "run")
+    result = train(train_dir, run.path, demo_config(settings), device="cpu", resume=True, quiet=quiet)
+    if result.completed:
+        tune_run_postprocessing(run.path, train_dir, device="cpu")
 
     predictions = out / "predictions"
-    model = load_model(run_dir, device="cpu")
+    model = load_model(run.path, device="cpu")
     predict(test_dir, predictions, model, quiet=quiet)
     if bundled.exists():
         predict(bundled, predictions, model, quiet=quiet)
 
-    results = evaluate(predictions, test_dir, out / "evaluation.csv", out / "evaluation_lesions.csv", out / "evaluation_summary.csv", quiet=quiet)
+    results = evaluate(predictions, test_dir, out_csv=out / "evaluation.csv", lesions_csv=out / "evaluation_lesions.csv",
+                       summary_csv=out / "evaluation_summary.csv", quiet=quiet)
     summary = summarise(results)
     figures = out / "figures"
     figures.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(run_dir / CURVES_FILE, figures / CURVES_FILE)
+    shutil.copyfile(run.curves_file, figures / run.CURVES)
     for data_dir in (test_dir, bundled):
         if not data_dir.exists():
             continue

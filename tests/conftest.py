@@ -59,10 +59,12 @@ def synthetic_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, synthetic_dir) -> Path:
     """A run folder with a VNet3d trained for two epochs at 32^3."""
+    from gliomaseg.training.run_tuning import tune_run_postprocessing
     from gliomaseg.training.trainer import train
 
     run_dir = tmp_path_factory.mktemp("run")
     train(synthetic_dir, run_dir, tiny_config(tune_postprocess=True), device="cpu", quiet=True)
+    tune_run_postprocessing(run_dir, device="cpu")
     return run_dir
 
 

@@ -18,8 +18,9 @@ from gliomaseg.errors import InputError
 from gliomaseg.inference.ensemble import common_targets, mean_probabilities, read_probabilities
 from gliomaseg.inference.predictor import ensemble_rules, load_model
 from gliomaseg.io.cases import discover_cases
-from gliomaseg.postprocessing.rules import RULES_FILE, PostprocessRules, save_rules
-from gliomaseg.training.targets import LABELS, REGIONS
+from gliomaseg.model.run_folder import RunFolder
+from gliomaseg.postprocessing.rules import PostprocessRules, save_rules
+from gliomaseg.model.targets import LABELS, REGIONS
 from gliomaseg.training.trainer import train
 
 
@@ -85,7 +86,7 @@ def test_saved_probabilities_ensemble_later_as_predict_does_now(trained_run, reg
 def test_runs_with_different_rules_ensemble_without_them(trained_run, tmp_path, caplog):
     other = tmp_path / "other"
     shutil.copytree(trained_run, other, ignore=shutil.ignore_patterns("cache"))
-    save_rules(PostprocessRules(tumour_min_voxels=123), other / RULES_FILE)
+    save_rules(PostprocessRules(tumour_min_voxels=123), other / RunFolder.RULES)
     models = [load_model(trained_run, "cpu"), load_model(other, "cpu")]
     with caplog.at_level(logging.WARNING, logger="gliomaseg"):
         assert ensemble_rules(models) == PostprocessRules()

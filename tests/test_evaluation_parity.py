@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from conftest import METRIC_FIXTURES, evaluate_folders
 from gliomaseg.cli import app
 from gliomaseg.evaluation.evaluate import CasePair, score_pair
-from gliomaseg.evaluation.lesion_wise import REGION_COLUMNS, lesion_wise_scores
+from gliomaseg.evaluation.lesion_wise import REGION_COLUMNS
 from gliomaseg.evaluation.protocol import CORRECTED, OFFICIAL
 from gliomaseg.labels import REGIONS
 
@@ -96,8 +96,8 @@ def test_corrected_protocol_uses_binary_masks_for_sensitivity():
 
     pred = np.asanyarray(nib.load(METRIC_FIXTURES / pair["pred_path"]).dataobj)
     gt = np.asanyarray(nib.load(METRIC_FIXTURES / pair["gt_path"]).dataobj)
-    official, _ = lesion_wise_scores(pred, gt, (1.0, 1.0, 1.0), OFFICIAL)
-    corrected, _ = lesion_wise_scores(pred, gt, (1.0, 1.0, 1.0), CORRECTED)
+    official, _ = OFFICIAL.score(pred, gt, (1.0, 1.0, 1.0))
+    corrected, _ = CORRECTED.score(pred, gt, (1.0, 1.0, 1.0))
     p, g = np.isin(pred, REGIONS["WT"]), np.isin(gt, REGIONS["WT"])
     assert corrected["WT"]["Sensitivity"] == pytest.approx((p & g).sum() / g.sum())
     # the official number for this pair is 0.0: only lesion number 1 in both maps counts as a hit

@@ -9,10 +9,12 @@ from torch import nn
 from gliomaseg.config import TrainConfig
 from gliomaseg.labels import NUM_CLASSES, REGIONS, TRAINING_REGIONS
 from gliomaseg.training.loss import DiceCrossEntropyLoss
-from gliomaseg.training.networks import network_for, pick_device, predict_probabilities
+from gliomaseg.model.device import pick_device
+from gliomaseg.model.networks import network_for
+from gliomaseg.model.probabilities import predict_probabilities
 from gliomaseg.training.schedule import CosineSchedule
-from gliomaseg.training.targets import LABELS, REGIONS as REGION_TARGETS
-from gliomaseg.training.vnet3d import VNet3d
+from gliomaseg.model.targets import LABELS, REGIONS as REGION_TARGETS
+from gliomaseg.model.vnet3d import VNet3d
 
 
 def test_vnet3d_is_the_recipes_network():

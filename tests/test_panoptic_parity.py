@@ -18,10 +18,9 @@ from typer.testing import CliRunner
 
 from conftest import METRIC_FIXTURES, evaluate_folders
 from gliomaseg.cli import app
-from gliomaseg.evaluation.evaluate import REFERENCE_LESION_COLUMNS, CasePair, score_pair
+from gliomaseg.evaluation.evaluate import CasePair, score_pair
 from gliomaseg.evaluation.panoptic import COUNT_COLUMNS, PANOPTIC_COLUMNS, panoptic_scores
 from gliomaseg.evaluation.protocol import BRATS2026
-from gliomaseg.evaluation.scoring import objective
 from gliomaseg.labels import REGIONS
 from gliomaseg.postprocessing.tuning import ValidationCase, tune_rules
 
@@ -107,7 +106,7 @@ def test_cli_writes_brats_evaluation_keys_nan_and_inf(tmp_path):
     empty_pred = next(r for r in rows if r["case_id"] == "edge-empty-pred" and r["region"] == "WT")
     assert (empty_pred["prec"], empty_pred["sq_hd95"], empty_pred["global_bin_hd95"]) == ("nan", "inf", "inf")
     listed = list(csv.DictReader(lesions.open()))
-    assert list(listed[0]) == list(REFERENCE_LESION_COLUMNS)
+    assert list(listed[0]) == list(BRATS2026.lesion_columns)
     n_reference = sum(len(e["regions"][r]["reference_instances"]) for e in expected.values() for r in e["regions"])
     assert len(listed) == n_reference
     assert "pq_dsc" in summary.read_text().splitlines()[0]
@@ -128,7 +127,7 @@ def test_tuning_under_the_2026_protocol_removes_a_false_positive_lesion():
     noisy = truth.copy()
     noisy[40:43, 2:5, 2:5] = 2  # 27 voxels of spurious oedema: a false positive in SNFH and WT
     cases = [ValidationCase("a", noisy, truth, (1.0, 1.0, 1.0)), ValidationCase("b", truth.copy(), truth, (1.0, 1.0, 1.0))]
-    before = objective(panoptic_scores(noisy, truth, (1.0, 1.0, 1.0))[0], BRATS2026)
+    before = BRATS2026.objective(panoptic_scores(noisy, truth, (1.0, 1.0, 1.0))[0])
     assert before["WT"][0] < 1.0 and before["RC"] == (1.0, 0.0)  # RC is empty in both maps: counted perfect
     result = tune_rules(cases, BRATS2026)
     assert result.rules.apply(noisy)[41, 3, 3] == 0

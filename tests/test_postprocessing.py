@@ -17,7 +17,8 @@ from gliomaseg.errors import InputError
 from gliomaseg.evaluation.protocol import OFFICIAL
 from gliomaseg.io.nifti import load_label_map, save_label_map
 from gliomaseg.postprocessing.apply import apply_rules
-from gliomaseg.postprocessing.rules import RULES_FILE, PostprocessRules, load_rules, save_rules
+from gliomaseg.model.run_folder import RunFolder
+from gliomaseg.postprocessing.rules import PostprocessRules, load_rules, save_rules
 from gliomaseg.postprocessing.tuning import ValidationCase, score_rules, starting_rules, tune_rules
 
 
@@ -142,12 +143,12 @@ def test_a_runs_starting_rules_follow_its_grid():
 
 
 def test_train_tunes_rules_for_its_best_checkpoint_and_the_cli_tunes_too(trained_run, synthetic_dir, tmp_path):
-    saved = json.loads((trained_run / RULES_FILE).read_text())
+    saved = json.loads((trained_run / RunFolder.RULES).read_text())
     split = json.loads((trained_run / "split.json").read_text())
     assert saved["tuned_on"]["checkpoint"] == "best.pt"
     assert saved["tuned_on"]["cases"] == len(split["val"])
     assert saved["tuned_on"]["dice_after"] >= saved["tuned_on"]["dice_before"]
-    assert load_rules(trained_run / RULES_FILE) == PostprocessRules.from_dict(saved["rules"])
+    assert load_rules(trained_run / RunFolder.RULES) == PostprocessRules.from_dict(saved["rules"])
     out = tmp_path / "rules.json"
     result = CliRunner().invoke(app, ["-q", "postprocess", "tune", "--pred", str(trained_run / "validation"),
                                       "--gt", str(synthetic_dir), "--out", str(out)])
@@ -160,12 +161,12 @@ def test_predict_applies_the_runs_rules_unless_told_not_to(trained_run, tmp_path
     run = tmp_path / "run"
     shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("cache", "tensorboard", "validation"))
     erase_all = PostprocessRules(tumour_min_voxels=10**9, rc_min_voxels=10**9)
-    save_rules(erase_all, run / RULES_FILE)
+    save_rules(erase_all, run / RunFolder.RULES)
     raw, cleaned, applied = tmp_path / "raw", tmp_path / "cleaned", tmp_path / "applied"
     runner = CliRunner()
     assert runner.invoke(app, ["-q", "predict", str(EXAMPLES), str(raw), "--model", str(run), "--no-postprocess"]).exit_code == 0
     assert runner.invoke(app, ["-q", "predict", str(EXAMPLES), str(cleaned), "--model", str(run)]).exit_code == 0
-    result = runner.invoke(app, ["-q", "postprocess", "apply", str(run / RULES_FILE), "--pred", str(raw), "--out", str(applied)])
+    result = runner.invoke(app, ["-q", "postprocess", "apply", str(run / RunFolder.RULES), "--pred", str(raw), "--out", str(applied)])
     assert result.exit_code == 0, result.output
     files = sorted(p.name for p in raw.iterdir())
     assert files and files == sorted(p.name for p in cleaned.iterdir()) == sorted(p.name for p in applied.iterdir())

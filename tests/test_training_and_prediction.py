@@ -26,8 +26,11 @@ from gliomaseg.errors import InputError
 from gliomaseg.inference.predictor import load_model
 from gliomaseg.io.cases import discover_cases
 from gliomaseg.labels import REGIONS, TRAINING_REGIONS
-from gliomaseg.training.checkpoint import load_checkpoint
+from gliomaseg.evaluation.protocol import BRATS2026
+from gliomaseg.model.checkpoint import load_checkpoint
+from gliomaseg.model.run_folder import RunFolder
 from gliomaseg.training.trainer import train
+from gliomaseg.visualization.curves import training_curves_figure
 
 
 def _rows(run_dir):
@@ -38,7 +41,7 @@ def test_training_lowers_the_loss(trained_run):
     rows = _rows(trained_run)
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
-    assert rows[-1]["val_dice_WT"] != ""
+    assert rows[-1]["val_score_WT"] != ""
     for name in ("last.pt", "best.pt", "config.json", "split.json", "training_curves.png"):
         assert (trained_run / name).exists(), name
     state = load_checkpoint(trained_run / "last.pt")
@@ -48,7 +51,7 @@ def test_training_lowers_the_loss(trained_run):
     scalars = read_scalars(trained_run / "tensorboard")
     assert [step for step, _ in scalars["train/train_loss"]] == [1, 2]
     assert scalars["train/train_loss"][-1][1] == pytest.approx(float(rows[-1]["train_loss"]), rel=1e-5)
-    assert "val/dice_WT" in scalars
+    assert "val/score_WT" in scalars
 
 
 def _kill_after_epoch(args: list[str], metrics: Path, epoch: int) -> None:
@@ -112,7 +115,38 @@ def test_validation_scores_equal_gliomaseg_evaluate(trained_run, synthetic_dir, 
     for region in REGIONS:
         values = [float(r["LesionWise_Score_Dice"]) for r in scores if r["region"] == region]
         assert len(values) == len(val_cases)
-        assert float(last[f"val_dice_{region}"]) == pytest.approx(np.mean(values), abs=1e-9), region
+        assert float(last[f"val_score_{region}"]) == pytest.approx(np.mean(values), abs=1e-9), region
+
+
+def test_a_2026_run_names_its_metric_in_metrics_csv_curves_and_the_cli_line(trained_run, tmp_path):
+    """Under --protocol brats2026 nothing says "lesion-wise Dice": the CSV, the curves' axis and the last line name pq_dsc."""
+    run = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", str(trained_run / "cache"), "--out", str(run), "--epochs", "1", "--device", "cpu",
+                                      "--workers", "0", "--protocol", "brats2026", "--no-tune-postprocess"])
+    assert result.exit_code == 0, result.output
+    assert "pq_dsc" in result.output.strip().splitlines()[-1] and "lesion-wise" not in result.output
+    rows = _rows(run)
+    assert rows[-1]["val_metric"] == BRATS2026.metric and "val_score_mean" in rows[-1]
+    figure = training_curves_figure(RunFolder(run).history(), BRATS2026)
+    assert "pq_dsc" in figure.axes[1].get_ylabel() and "2026" in figure.axes[1].get_title()
+
+
+def test_a_run_written_before_the_metric_columns_were_renamed_still_loads_and_predicts(trained_run, tmp_path):
+    """metrics.csv with val_dice_* columns (older runs): read as val_score_*, and the run predicts."""
+    old = tmp_path / "old"
+    shutil.copytree(trained_run, old, ignore=shutil.ignore_patterns("cache", "tensorboard", "validation"))
+    rows = _rows(trained_run)
+    with (old / "metrics.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        columns = [c for c in rows[0] if c != "val_metric"]
+        writer.writerow([c.replace("val_score_", "val_dice_") for c in columns])
+        writer.writerows([row[c] for c in columns] for row in rows)
+    history = RunFolder(old).history()
+    assert history[-1]["val_score_mean"] == pytest.approx(float(rows[-1]["val_score_mean"]))
+    case = discover_cases(EXAMPLES)[0]
+    result = CliRunner().invoke(app, ["-q", "predict", str(case.folder), str(tmp_path / "pred"), "--model", str(old), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "pred" / f"{case.case_id}.nii.gz").exists()
 
 
 def test_validation_under_the_2026_protocol_scores_panoptic_quality(synthetic_dir, tmp_path):
@@ -135,7 +169,7 @@ def test_validation_under_the_2026_protocol_scores_panoptic_quality(synthetic_di
     for region in REGIONS:
         values = [float(r["pq_dsc"]) for r in scores if r["region"] == region]
         expected = np.mean([1.0 if np.isnan(v) else v for v in values])
-        assert float(last[f"val_dice_{region}"]) == pytest.approx(expected, abs=1e-9), region
+        assert float(last[f"val_score_{region}"]) == pytest.approx(expected, abs=1e-9), region
 
 
 def test_trains_and_predicts_on_the_2024_mni_grid(tmp_path):

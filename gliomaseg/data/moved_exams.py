@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from gliomaseg.io.nifti import NIFTI_SUFFIX
 from gliomaseg.preparation.registration import matrix_transform, transform_matrix
 
 # (rotation about x, y, z in degrees; shift in mm; orientation written) per moved sequence
@@ -50,19 +51,19 @@ def write_moved_exam(case_dir: Path, exam_dir: Path) -> dict[str, tuple[np.ndarr
     return each moved sequence's true t1c -> sequence matrix and its brain mask on its own grid."""
     exam_dir.mkdir(parents=True)
     case = case_dir.name
-    t1c = sitk.ReadImage(str(case_dir / f"{case}-t1c.nii.gz"), sitk.sitkFloat32)
-    sitk.WriteImage(t1c, str(exam_dir / "T1CE.nii.gz"))
+    t1c = sitk.ReadImage(str(case_dir / f"{case}-t1c{NIFTI_SUFFIX}"), sitk.sitkFloat32)
+    sitk.WriteImage(t1c, str(exam_dir / f"T1CE{NIFTI_SUFFIX}"))
     centre = np.asarray(t1c.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in t1c.GetSize()]))
     names = {"t1n": "t1_native", "t2w": "T2", "t2f": "FLAIR"}
     truths = {}
     for modality, (rotation, shift, orientation) in MOTIONS.items():
-        source = sitk.ReadImage(str(case_dir / f"{case}-{modality}.nii.gz"), sitk.sitkFloat32)
+        source = sitk.ReadImage(str(case_dir / f"{case}-{modality}{NIFTI_SUFFIX}"), sitk.sitkFloat32)
         truth = motion_matrix(rotation, shift, centre)
         # Resampling needs moved point -> source point: the inverse of the motion.
         inverse = matrix_transform(np.linalg.inv(truth))
         grid = _moved_grid(source, ANISOTROPIC_SPACING)
         moved = sitk.Resample(source, grid, inverse, sitk.sitkLinear, 0.0)
         mask = sitk.Resample(sitk.Cast(source > 0, sitk.sitkUInt8), grid, inverse, sitk.sitkNearestNeighbor, 0)
-        sitk.WriteImage(sitk.DICOMOrient(moved, orientation), str(exam_dir / f"{names[modality]}.nii.gz"))
+        sitk.WriteImage(sitk.DICOMOrient(moved, orientation), str(exam_dir / f"{names[modality]}{NIFTI_SUFFIX}"))
         truths[modality] = (truth, mask)
     return truths

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from gliomaseg.batch import run_batch
-from gliomaseg.io.nifti import save_image, save_label_map
+from gliomaseg.io.nifti import NIFTI_SUFFIX, save_image, save_label_map
 from gliomaseg.labels import MODALITIES, SEG_SUFFIX
 
 MNI_SHAPE = (182, 218, 182)
@@ -236,8 +236,8 @@ def _write_patient(plan_item: tuple[int, list[int]], out_dir: Path, seed: int, s
         images, seg = render_case(tissue, lesions, noise_seed=int(rng.integers(2**31)))
         folder = out_dir / case_id
         for channel, modality in enumerate(MODALITIES):
-            save_image(images[channel], affine, folder / f"{case_id}-{modality}.nii.gz")
-        save_label_map(seg, affine, folder / f"{case_id}-{SEG_SUFFIX}.nii.gz")
+            save_image(images[channel], affine, folder / f"{case_id}-{modality}{NIFTI_SUFFIX}")
+        save_label_map(seg, affine, folder / f"{case_id}-{SEG_SUFFIX}{NIFTI_SUFFIX}")
         folders.append(folder)
     return folders
 

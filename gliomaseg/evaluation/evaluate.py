@@ -20,19 +20,14 @@ from gliomaseg.batch import run_batch
 from gliomaseg.errors import InputError
 from gliomaseg.evaluation.lesion_wise import LesionScore
 from gliomaseg.evaluation.panoptic import ReferenceLesion
-from gliomaseg.evaluation.protocol import OFFICIAL, AnyProtocol, PanopticProtocol
-from gliomaseg.evaluation.scoring import region_columns, score_label_maps
+from gliomaseg.evaluation.protocol import OFFICIAL, ScoringProtocol
 from gliomaseg.io.atomic import write_text_atomic
-from gliomaseg.io.nifti import load_label_map
+from gliomaseg.io.nifti import NIFTI_SUFFIX, load_label_map
 from gliomaseg.labels import DEFAULT_LABEL_SCHEME, REGIONS
 
 log = logging.getLogger("gliomaseg")
 
-NIFTI = ".nii.gz"
 SEG = "-seg"
-LESION_COLUMNS = ("case_id", "region", "gt_lesion", "gt_volume_mm3", "pred_lesions", "dice", "hd95", "nsd_0.5", "nsd_1.0")
-# brats-evaluation's reference-lesion keys (its ``reference_instances``), 2026 protocol.
-REFERENCE_LESION_COLUMNS = ("case_id", "region", "ref_lesion", "voxel_count", "volume", "is_matched", "sq_dsc", "sq_hd95", "sq_nsd")
 SUMMARY_STATS = ("mean", "std", "median", "25quantile", "75quantile")
 
 
@@ -49,11 +44,11 @@ class CaseResult:
     regions: dict[str, dict[str, float]]
     lesions: list[LesionScore] | list[ReferenceLesion]
     missing_prediction: bool
-    protocol: AnyProtocol = OFFICIAL
+    protocol: ScoringProtocol = OFFICIAL
 
 
 def _case_name(path: Path) -> str:
-    name = path.name[: -len(NIFTI)] if path.name.endswith(NIFTI) else path.stem
+    name = path.name[: -len(NIFTI_SUFFIX)] if path.name.endswith(NIFTI_SUFFIX) else path.stem
     return name[: -len(SEG)] if name.endswith(SEG) else name
 
 
@@ -67,10 +62,10 @@ def _ground_truths(gt_dir: Path) -> dict[str, Path]:
         if entry.name.startswith("."):
             continue
         if entry.is_dir():
-            path = _first_existing([entry / f"{entry.name}{SEG}{NIFTI}"])
+            path = _first_existing([entry / f"{entry.name}{SEG}{NIFTI_SUFFIX}"])
             if path:
                 found[entry.name] = path
-        elif entry.name.endswith(NIFTI):
+        elif entry.name.endswith(NIFTI_SUFFIX):
             found.setdefault(_case_name(entry), entry)
     return found
 
@@ -95,15 +90,15 @@ def pair_cases(pred: Path | str, gt: Path | str, missing: str = "error") -> list
     pairs = []
     for case_id, gt_path in truths.items():
         pred_path = _first_existing(
-            [pred / f"{case_id}{NIFTI}", pred / f"{case_id}{SEG}{NIFTI}", pred / case_id / f"{case_id}{SEG}{NIFTI}"]
+            [pred / f"{case_id}{NIFTI_SUFFIX}", pred / f"{case_id}{SEG}{NIFTI_SUFFIX}", pred / case_id / f"{case_id}{SEG}{NIFTI_SUFFIX}"]
         )
         if pred_path is None and missing != "empty":
-            raise InputError(pred / f"{case_id}{NIFTI}", "prediction missing for this ground truth (use --missing empty to score it as empty)")
+            raise InputError(pred / f"{case_id}{NIFTI_SUFFIX}", "prediction missing for this ground truth (use --missing empty to score it as empty)")
         pairs.append(CasePair(case_id, pred_path, gt_path))
     return pairs
 
 
-def score_pair(pair: CasePair, protocol: AnyProtocol = OFFICIAL, gt_scheme: str = DEFAULT_LABEL_SCHEME,
+def score_pair(pair: CasePair, protocol: ScoringProtocol = OFFICIAL, gt_scheme: str = DEFAULT_LABEL_SCHEME,
                pred_scheme: str = DEFAULT_LABEL_SCHEME) -> CaseResult:
     """Load and score one pair, each map read in its label scheme; shape/affine mismatches and bad labels raise InputError."""
     truth = load_label_map(pair.gt, gt_scheme)
@@ -116,7 +111,7 @@ def score_pair(pair: CasePair, protocol: AnyProtocol = OFFICIAL, gt_scheme: str 
         if not np.allclose(pred.affine, truth.affine, atol=1e-3):
             raise InputError(pair.pred, "affine differs from the ground truth's")
         pred_data, spacing = pred.data, pred.spacing
-    regions, lesions = score_label_maps(pred_data, truth.data, spacing, protocol)
+    regions, lesions = protocol.score(pred_data, truth.data, spacing)
     return CaseResult(pair.case_id, regions, lesions, pair.pred is None, protocol)
 
 
@@ -128,13 +123,13 @@ def _csv_text(header: tuple[str, ...] | list[str], rows: list[list]) -> str:
     return buffer.getvalue()
 
 
-def _protocol_of(results: list[CaseResult]) -> AnyProtocol:
+def _protocol_of(results: list[CaseResult]) -> ScoringProtocol:
     return results[0].protocol if results else OFFICIAL
 
 
 def results_table(results: list[CaseResult]) -> str:
     """OUT.csv: one row per case and region, the protocol's own column names; NaN and inf written as nan, inf."""
-    columns = region_columns(_protocol_of(results))
+    columns = _protocol_of(results).columns
     rows = [[r.case_id, region, *(r.regions[region][c] for c in columns)] for r in results for region in REGIONS]
     return _csv_text(["case_id", "region", *columns], rows)
 
@@ -142,16 +137,8 @@ def results_table(results: list[CaseResult]) -> str:
 def lesions_table(results: list[CaseResult]) -> str:
     """The per-lesion CSV: 2024, each ground-truth lesion and the predicted lesions that hit it;
     2026, brats-evaluation's reference-lesion list (matched first, then missed)."""
-    if isinstance(_protocol_of(results), PanopticProtocol):
-        rows = [[r.case_id, les.region, les.number, les.voxel_count, les.volume_mm3, int(les.matched), les.dsc, les.hd95, les.nsd]
-                for r in results for les in r.lesions]
-        return _csv_text(REFERENCE_LESION_COLUMNS, rows)
-    rows = [
-        [r.case_id, les.region, les.gt_lesion, les.gt_volume_mm3, " ".join(map(str, les.pred_lesions)), les.dice, les.hd95, les.nsd_05, les.nsd_10]
-        for r in results
-        for les in r.lesions
-    ]
-    return _csv_text(LESION_COLUMNS, rows)
+    protocol = _protocol_of(results)
+    return _csv_text(protocol.lesion_columns, [row for r in results for row in protocol.lesion_rows(r.case_id, r.lesions)])
 
 
 def summarise(results: list[CaseResult]) -> dict[str, dict[str, dict[str, float]]]:
@@ -163,7 +150,7 @@ def summarise(results: list[CaseResult]) -> dict[str, dict[str, dict[str, float]
     summary: dict[str, dict[str, dict[str, float]]] = {}
     for region in REGIONS:
         summary[region] = {}
-        for column in region_columns(_protocol_of(results)):
+        for column in _protocol_of(results).columns:
             values = np.array([r.regions[region][column] for r in results], dtype=float)
             values = values[~np.isnan(values)]
             summary[region][column] = {stat: _statistic(values, stat) for stat in SUMMARY_STATS}
@@ -187,15 +174,10 @@ def summary_table(summary: dict[str, dict[str, dict[str, float]]]) -> str:
     return _csv_text(["region", "statistic", *columns], rows)
 
 
-def format_summary(summary: dict[str, dict[str, dict[str, float]]], n_cases: int) -> str:
+def format_summary(summary: dict[str, dict[str, dict[str, float]]], n_cases: int, protocol: ScoringProtocol = OFFICIAL) -> str:
     """A short terminal table: the protocol's headline columns, mean ± std and median per region."""
-    if "pq_dsc" in next(iter(summary.values())):
-        columns: tuple[str, ...] = ("pq_dsc", "sq_dsc", "rq", "sq_hd95")
-        title = "BraTS 2026 GLI (panoptica) scores"
-    else:
-        columns = ("LesionWise_Score_Dice", "LesionWise_Score_HD95", "Legacy_Dice", "Legacy_HD95")
-        title = "BraTS 2024 GLI lesion-wise scores"
-    lines = [f"{title} over {n_cases} case(s): mean ± std (median)"]
+    columns = protocol.headline_columns
+    lines = [f"{protocol.title} scores over {n_cases} case(s): mean ± std (median)"]
     lines.append(f"{'region':<6} " + " ".join(f"{c.replace('_Score', ''):>27}" for c in columns))
     for region in REGIONS:
         cells = []
@@ -209,12 +191,13 @@ def format_summary(summary: dict[str, dict[str, dict[str, float]]], n_cases: int
 def evaluate(
     pred: Path | str,
     gt: Path | str,
+    *,
     out_csv: Path | str | None = None,
     lesions_csv: Path | str | None = None,
     summary_csv: Path | str | None = None,
     missing: str = "error",
     workers: int = 1,
-    protocol: AnyProtocol = OFFICIAL,
+    protocol: ScoringProtocol = OFFICIAL,
     fail_fast: bool = True,
     quiet: bool = False,
     gt_scheme: str = DEFAULT_LABEL_SCHEME,

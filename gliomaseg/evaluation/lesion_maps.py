@@ -13,7 +13,7 @@ import cc3d
 import numpy as np
 from scipy import ndimage
 
-from gliomaseg.evaluation.protocol import TOUCH_MERGE_ORDER, Protocol
+from gliomaseg.evaluation.lesion_wise_parameters import TOUCH_MERGE_ORDER, LesionWiseParameters
 from gliomaseg.evaluation.surface_distance import bounding_box, grow_box
 from gliomaseg.labels import REGIONS, region_mask
 
@@ -108,7 +108,7 @@ def renumber_consecutively(lesions: np.ndarray) -> np.ndarray:
     return lookup[lesions]
 
 
-def region_lesions(label_map: np.ndarray, protocol: Protocol, is_prediction: bool) -> dict[str, np.ndarray]:
+def region_lesions(label_map: np.ndarray, parameters: LesionWiseParameters, is_prediction: bool) -> dict[str, np.ndarray]:
     """Numbered lesion map (int32, same shape) of every region of a label map.
 
     Prediction lesions at or below the region's volume threshold are removed
@@ -116,9 +116,9 @@ def region_lesions(label_map: np.ndarray, protocol: Protocol, is_prediction: boo
     """
     per_region: dict[str, np.ndarray] = {}
     for region in REGIONS:
-        lesions = merge_by_dilation(region_mask(label_map, region), protocol.merge_dilation[region])
+        lesions = merge_by_dilation(region_mask(label_map, region), parameters.merge_dilation[region])
         if is_prediction:
-            lesions = drop_small_lesions(lesions, protocol.volume_threshold[region])
+            lesions = drop_small_lesions(lesions, parameters.volume_threshold[region])
         per_region[region] = lesions.astype(np.int32)
     merged = dict(per_region)
     for region, partners in TOUCH_MERGE_ORDER.items():
@@ -127,7 +127,7 @@ def region_lesions(label_map: np.ndarray, protocol: Protocol, is_prediction: boo
             # Partners are always the unmerged maps: the official code reads them from
             # files that its merging never overwrites.
             pairs = touching_pairs(lesions, per_region[partner])
-            if len(pairs) >= protocol.min_touching_pairs_to_merge:
+            if len(pairs) >= parameters.min_touching_pairs_to_merge:
                 lesions = merge_touching(lesions, pairs)
         merged[region] = renumber_consecutively(lesions)
     return merged

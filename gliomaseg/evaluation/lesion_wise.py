@@ -1,6 +1,6 @@
 """BraTS 2024 GLI lesion-wise scores of one prediction against one ground truth.
 
-Same numbers as ``metrics_GLI.get_LesionWiseResults`` (see ``protocol.py`` for the
+Same numbers as ``metrics_GLI.get_LesionWiseResults`` (see ``lesion_wise_parameters.py`` for the
 quirks it keeps), computed in memory on crops around the lesions: every lesion
 map, dilation and distance transform is computed once, on the smallest box that holds it.
 """
@@ -14,7 +14,7 @@ import numpy as np
 from scipy import ndimage
 
 from gliomaseg.evaluation.lesion_maps import dilate, region_lesions
-from gliomaseg.evaluation.protocol import FP_HD95, NSD_TOLERANCES_MM, OFFICIAL, Protocol
+from gliomaseg.evaluation.lesion_wise_parameters import FP_HD95, NSD_TOLERANCES_MM, OFFICIAL_PARAMETERS, LesionWiseParameters
 from gliomaseg.evaluation.surface_distance import (
     Spacing,
     bounding_box,
@@ -70,7 +70,7 @@ def _sensitivity_specificity(pred: np.ndarray, gt: np.ndarray, total_voxels: int
     """GaNDLF's formula as the official code applies it (on whatever maps it is given).
 
     On lesion-numbered maps the "voxel counts" are sums of lesion numbers and only
-    number 1 counts as a hit: an official quirk, kept in the OFFICIAL protocol.
+    number 1 counts as a hit: an official quirk, kept in OFFICIAL_PARAMETERS.
     """
     pred_sum = float(pred.sum())
     gt_sum = float(gt.sum())
@@ -147,7 +147,7 @@ def _region_scores(
     gt: np.ndarray,
     spacing: Spacing,
     total_voxels: int,
-    protocol: Protocol,
+    parameters: LesionWiseParameters,
 ) -> tuple[dict[str, float], list[LesionScore]]:
     pred_any, gt_any = pred != 0, gt != 0
     has_pred, has_gt = bool(pred_any.any()), bool(gt_any.any())
@@ -156,19 +156,19 @@ def _region_scores(
         legacy_dice, legacy_hd95, legacy_nsd = 1.0, 0.0, (1.0, 1.0)
     else:
         legacy_dice = 2.0 * np.count_nonzero(pred_any & gt_any) / (np.count_nonzero(pred_any) + np.count_nonzero(gt_any))
-        hd_inputs = (gt_any, pred_any) if protocol.binary_legacy_hd95 else (gt, pred)
+        hd_inputs = (gt_any, pred_any) if parameters.binary_legacy_hd95 else (gt, pred)
         legacy_hd95 = _finite_hd(robust_hausdorff(*hd_inputs, spacing))
         if has_pred and has_gt:
             legacy_nsd = normalized_surface_dice(pred_any, gt_any, NSD_TOLERANCES_MM, spacing)
         else:
             legacy_nsd = (0.0, 0.0)
-    sens_inputs = (pred_any, gt_any) if protocol.binary_sensitivity else (pred, gt)
+    sens_inputs = (pred_any, gt_any) if parameters.binary_sensitivity else (pred, gt)
     sensitivity, specificity = _sensitivity_specificity(*sens_inputs, total_voxels)
 
-    lesions, hit = _match_lesions(region, pred, gt, spacing, protocol.match_dilation[region])
+    lesions, hit = _match_lesions(region, pred, gt, spacing, parameters.match_dilation[region])
     false_positives = len(set(np.unique(pred[pred_any]).tolist()) - hit)
 
-    threshold = protocol.volume_threshold[region]
+    threshold = parameters.volume_threshold[region]
     scored = [lesion for lesion in lesions if lesion.gt_volume_mm3 > threshold]
     small = [lesion for lesion in lesions if lesion.gt_volume_mm3 <= threshold]
     denominator = len(scored) + false_positives
@@ -201,14 +201,14 @@ def _region_scores(
 
 
 def lesion_wise_scores(
-    pred: np.ndarray, gt: np.ndarray, spacing: Spacing, protocol: Protocol = OFFICIAL
+    pred: np.ndarray, gt: np.ndarray, spacing: Spacing, parameters: LesionWiseParameters = OFFICIAL_PARAMETERS
 ) -> tuple[dict[str, dict[str, float]], list[LesionScore]]:
     """Score a predicted label map against the ground truth, region by region.
 
     Args:
         pred, gt: integer label maps (X, Y, Z) with values in 0..4, same shape.
         spacing: voxel size in mm, as the official code reads it (from the affine).
-        protocol: OFFICIAL (challenge numbers) or CORRECTED.
+        parameters: OFFICIAL_PARAMETERS (challenge numbers) or CORRECTED_PARAMETERS.
 
     Returns:
         ``{region: {column: value}}`` with the official columns, and the per-lesion table.
@@ -222,13 +222,13 @@ def lesion_wise_scores(
         # Nothing anywhere: a one-voxel crop gives every region its both-empty scores.
         box = (slice(0, 1),) * 3
     box = grow_box(box, _CROP_MARGIN, gt.shape)
-    pred_lesions = region_lesions(np.ascontiguousarray(pred[box]), protocol, is_prediction=True)
-    gt_lesions = region_lesions(np.ascontiguousarray(gt[box]), protocol, is_prediction=False)
+    pred_lesions = region_lesions(np.ascontiguousarray(pred[box]), parameters, is_prediction=True)
+    gt_lesions = region_lesions(np.ascontiguousarray(gt[box]), parameters, is_prediction=False)
     rows: dict[str, dict[str, float]] = {}
     all_lesions: list[LesionScore] = []
     for region in REGIONS:
         rows[region], lesions = _region_scores(
-            region, pred_lesions[region], gt_lesions[region], spacing, total_voxels, protocol
+            region, pred_lesions[region], gt_lesions[region], spacing, total_voxels, parameters
         )
         all_lesions.extend(lesions)
     return rows, all_lesions

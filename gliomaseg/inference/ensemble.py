@@ -25,10 +25,9 @@ import torch
 from gliomaseg.batch import BatchReport, run_batch
 from gliomaseg.errors import InputError
 from gliomaseg.io.atomic import atomic_path
-from gliomaseg.io.cases import NIFTI_SUFFIX
-from gliomaseg.io.nifti import HeaderSpace, save_label_map
+from gliomaseg.io.nifti import NIFTI_SUFFIX, HeaderSpace, save_label_map
 from gliomaseg.postprocessing.rules import PostprocessRules
-from gliomaseg.training.targets import LABELS, REGIONS, Targets, targets_named
+from gliomaseg.model.targets import LABELS, REGIONS, Targets, targets_named
 
 PROBABILITIES_SUFFIX = ".npz"
 
@@ -142,6 +141,7 @@ def _ensemble_case(case_id: str, folders: Sequence[Path], out_dir: Path, rules: 
 def ensemble_folders(
     folders: Sequence[Path | str],
     out_dir: Path | str,
+    *,
     rules: PostprocessRules = PostprocessRules(),
     overwrite: bool = False,
     fail_fast: bool = False,

@@ -9,78 +9,23 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import torch
 
 from gliomaseg.batch import BatchReport, run_batch
-from gliomaseg.config import ExperimentConfig
-from gliomaseg.errors import InputError
 from gliomaseg.io.atomic import remove_stale_temporaries, write_text_atomic
 from gliomaseg.inference.ensemble import SavedProbabilities, common_targets, mean_probabilities, probabilities_path, write_probabilities
-from gliomaseg.io.cases import NIFTI_SUFFIX, LoadedCase, find_case_folders, load_case, read_case_folder
-from gliomaseg.io.nifti import save_label_map
-from gliomaseg.postprocessing.rules import RULES_FILE, PostprocessRules, load_rules
+from gliomaseg.io.cases import LoadedCase, find_case_folders, load_case, read_case_folder
+from gliomaseg.io.nifti import NIFTI_SUFFIX, save_label_map
+from gliomaseg.model.loading import LoadedModel, load_model
+from gliomaseg.model.probabilities import predict_probabilities
+from gliomaseg.model.targets import Targets
+from gliomaseg.postprocessing.rules import PostprocessRules
 from gliomaseg.preprocessing.pipeline import native_scores, preprocess_case
-from gliomaseg.training.checkpoint import BEST, LAST, load_checkpoint
-from gliomaseg.training.networks import network_for, pick_device, predict_probabilities, ready_for_inference
-from gliomaseg.training.targets import Targets, targets_named
 
 log = logging.getLogger("gliomaseg")
-
-
-@dataclass
-class LoadedModel:
-    network: torch.nn.Module
-    config: ExperimentConfig
-    checkpoint: Path
-    rules: PostprocessRules = PostprocessRules()  # applied to every prediction (none: change nothing)
-
-    @property
-    def targets(self) -> Targets:
-        return targets_named(self.config.train.targets)
-
-
-def resolve_checkpoint(model: Path | str) -> Path:
-    """A checkpoint file, or a run folder's best.pt (else last.pt)."""
-    model = Path(model)
-    if model.is_dir():
-        for name in (BEST, LAST):
-            if (model / name).exists():
-                return model / name
-        raise InputError(model, f"run folder has no {BEST} or {LAST}")
-    return model
-
-
-def run_rules(checkpoint: Path) -> PostprocessRules:
-    """The post-processing rules ``train`` tuned for the run a checkpoint belongs to (none if it has none)."""
-    path = checkpoint.parent / RULES_FILE
-    return load_rules(path) if path.exists() else PostprocessRules()
-
-
-def load_model(model: Path | str, device: str | None = None, postprocess: bool | Path | str = True) -> LoadedModel:
-    """Network in eval mode on ``device`` (CUDA when available), with its config and post-processing rules:
-    the run's own (``postprocess=True``), none (False) or those of a rules file."""
-    path = resolve_checkpoint(model)
-    if postprocess is True:
-        rules = run_rules(path)
-    elif postprocess is False:
-        rules = PostprocessRules()
-    else:
-        rules = load_rules(postprocess)
-    if rules.changes_anything:
-        log.info("post-processing predictions with %s", rules.to_dict())
-    dev = pick_device(device)
-    state = load_checkpoint(path, map_location=dev)
-    try:
-        config = ExperimentConfig.from_dict(state["config"])
-        network = network_for(config.train, config.preprocess.channels)
-        network.load_state_dict(state["model"])
-    except (ValueError, RuntimeError, KeyError, TypeError) as err:
-        raise InputError(path, f"checkpoint does not match its architecture ({str(err).splitlines()[0][:120]})") from None
-    return LoadedModel(ready_for_inference(network, dev), config, path, rules)
 
 
 def native_probabilities(model: LoadedModel, case: LoadedCase, flip_tta: bool = False) -> torch.Tensor:
@@ -137,7 +82,7 @@ def _record_missing(case: LoadedCase, models: Sequence[LoadedModel], out_dir: Pa
 
 def native_output_path(out_dir: Path, case_id: str) -> Path:
     """Where ``predict --native`` writes a prepared case's labels on the original t1c grid."""
-    return out_dir / f"{case_id}-native.nii.gz"
+    return out_dir / f"{case_id}-native{NIFTI_SUFFIX}"
 
 
 def _predict_folder(folder: Path, models: Sequence[LoadedModel], rules: PostprocessRules, out_dir: Path, flip_tta: bool,
@@ -169,6 +114,7 @@ def predict(
     input_path: Path | str,
     out_dir: Path | str,
     model: Path | str | LoadedModel | Sequence[Path | str | LoadedModel],
+    *,
     device: str | None = None,
     flip_tta: bool = False,
     overwrite: bool = False,

@@ -13,10 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from gliomaseg.errors import InputError
-from gliomaseg.io.nifti import HeaderSpace, Volume, load_image, load_label_map
+from gliomaseg.io.nifti import NIFTI_SUFFIX, HeaderSpace, Volume, load_image, load_label_map
 from gliomaseg.labels import DEFAULT_LABEL_SCHEME, MODALITIES, SEG_SUFFIX
 
-NIFTI_SUFFIX = ".nii.gz"
 _TIMEPOINT = re.compile(r"^(?P<patient>.+)-(?P<timepoint>\d{3})$")
 
 
@@ -80,7 +79,7 @@ def read_case_folder(folder: Path | str, require_seg: bool = False, allow_missin
     case_id = folder.name
     nifti = sorted(p for p in folder.iterdir() if p.name.endswith(NIFTI_SUFFIX) and not p.name.startswith("."))
     if not nifti:
-        raise InputError(folder, "case folder has no .nii.gz files")
+        raise InputError(folder, f"case folder has no {NIFTI_SUFFIX} files")
     known = {*MODALITIES, SEG_SUFFIX}
     found: dict[str, Path] = {}
     for path in nifti:

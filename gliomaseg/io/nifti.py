@@ -18,6 +18,9 @@ from gliomaseg.errors import InputError
 from gliomaseg.io.atomic import atomic_path
 from gliomaseg.labels import DEFAULT_LABEL_SCHEME, LABEL_SCHEMES
 
+NIFTI_SUFFIX = ".nii.gz"
+"""How gliomaseg names every NIfTI file it reads in a case folder or writes."""
+
 
 def spacing_from_affine(affine: np.ndarray) -> tuple[float, float, float]:
     """Voxel size in mm: the column norms of the affine, in float32 as NIfTI headers store them."""

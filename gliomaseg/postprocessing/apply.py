@@ -7,7 +7,7 @@ from pathlib import Path
 
 from gliomaseg.batch import BatchReport, run_batch
 from gliomaseg.errors import InputError
-from gliomaseg.io.cases import NIFTI_SUFFIX
+from gliomaseg.io.nifti import NIFTI_SUFFIX
 from gliomaseg.io.nifti import load_label_map, save_label_map
 from gliomaseg.postprocessing.rules import PostprocessRules
 

@@ -22,9 +22,6 @@ from gliomaseg.errors import InputError
 from gliomaseg.io.atomic import write_text_atomic
 from gliomaseg.labels import REGIONS
 
-RULES_FILE = "postprocess.json"
-"""Where ``train`` writes the rules it tuned, beside the checkpoints; ``predict --model RUN`` reads them."""
-
 CONNECTIVITY = 26  # as the official code finds lesions
 NETC, ET, RC = REGIONS["NETC"][0], REGIONS["ET"][0], REGIONS["RC"][0]
 

@@ -23,8 +23,8 @@ from pathlib import Path
 from gliomaseg.batch import run_batch
 from gliomaseg.errors import InputError
 from gliomaseg.evaluation.evaluate import pair_cases
-from gliomaseg.evaluation.protocol import FP_HD95, OFFICIAL, AnyProtocol, PanopticProtocol
-from gliomaseg.evaluation.scoring import objective, score_label_maps
+from gliomaseg.evaluation.lesion_wise_parameters import FP_HD95
+from gliomaseg.evaluation.protocol import OFFICIAL, ScoringProtocol
 from gliomaseg.io.nifti import load_label_map
 from gliomaseg.labels import REGIONS
 from gliomaseg.postprocessing.rules import PostprocessRules
@@ -78,7 +78,8 @@ class ValidationCase:
 
 @dataclass(frozen=True)
 class Score:
-    """Mean over cases and the six regions: lesion-wise Dice (higher is better), then HD95 (ties)."""
+    """Mean over cases and the six regions of the protocol's overlap score (``dice``: lesion-wise Dice, or
+    pq_dsc under the 2026 protocol; higher is better), then of its distance (``hd95``; ties)."""
 
     dice: float
     hd95: float
@@ -100,15 +101,14 @@ class TuningResult:
     scorings: int  # candidate rule sets scored (those that left every case unchanged need no scoring)
     start: PostprocessRules = PostprocessRules()
 
-    def provenance(self, protocol: AnyProtocol) -> dict:
+    def provenance(self, protocol: ScoringProtocol) -> dict:
         """What a rules file records about where its rules came from."""
         return {
             "cases": self.cases,
             "started_from": self.start.to_dict(),
             "protocol": protocol.name,
-            "objective": ("mean panoptic quality (pq_dsc) over WT, TC, NETC, SNFH, ET, RC (sq_hd95 breaks ties)"
-                          if isinstance(protocol, PanopticProtocol)
-                          else "mean lesion-wise Dice over WT, TC, NETC, SNFH, ET, RC (HD95 breaks ties)"),
+            "metric": protocol.metric,
+            "objective": f"mean {protocol.metric} over {', '.join(REGIONS)} ({protocol.distance} breaks ties)",
             "dice_before": round(self.before.dice, 4),
             "dice_after": round(self.after.dice, 4),
             "per_region_before": {k: round(v, 4) for k, v in self.before.per_region.items()},
@@ -116,8 +116,8 @@ class TuningResult:
         }
 
 
-def _case_row(label_map: np.ndarray, truth: np.ndarray, spacing, protocol: AnyProtocol) -> dict[str, tuple[float, float]]:
-    return objective(score_label_maps(label_map, truth, spacing, protocol)[0], protocol)
+def _case_row(label_map: np.ndarray, truth: np.ndarray, spacing, protocol: ScoringProtocol) -> dict[str, tuple[float, float]]:
+    return protocol.objective(protocol.score(label_map, truth, spacing)[0])
 
 
 def _score_from_rows(rows: Sequence[dict[str, tuple[float, float]]]) -> Score:
@@ -126,7 +126,7 @@ def _score_from_rows(rows: Sequence[dict[str, tuple[float, float]]]) -> Score:
     return Score(float(np.mean(list(per_region.values()))), hd95, per_region)
 
 
-def _score_many(cases: Sequence[ValidationCase], candidate_maps: Sequence[Sequence[np.ndarray]], protocol: AnyProtocol,
+def _score_many(cases: Sequence[ValidationCase], candidate_maps: Sequence[Sequence[np.ndarray]], protocol: ScoringProtocol,
                 pool: Executor | None) -> list[Score]:
     """The score of each candidate's label maps; (candidate, case) scorings run in ``pool`` when given."""
     jobs = [(label_map, case.truth, case.spacing, protocol) for maps in candidate_maps for label_map, case in zip(maps, cases)]
@@ -135,14 +135,14 @@ def _score_many(cases: Sequence[ValidationCase], candidate_maps: Sequence[Sequen
     return [_score_from_rows(rows[i * n:(i + 1) * n]) for i in range(len(candidate_maps))]
 
 
-def score_rules(cases: Sequence[ValidationCase], rules: PostprocessRules, protocol: AnyProtocol = OFFICIAL) -> Score:
+def score_rules(cases: Sequence[ValidationCase], rules: PostprocessRules, protocol: ScoringProtocol = OFFICIAL) -> Score:
     """The objective for ``rules`` on ``cases``."""
     return _score_many(cases, [[rules.apply(case.prediction) for case in cases]], protocol, None)[0]
 
 
 def tune_rules(
     cases: Sequence[ValidationCase],
-    protocol: AnyProtocol = OFFICIAL,
+    protocol: ScoringProtocol = OFFICIAL,
     grid: dict[str, tuple[int, ...]] = GRID,
     max_passes: int = 3,
     workers: int = 1,
@@ -197,7 +197,7 @@ def tune_rules(
     finally:
         if pool:
             pool.shutdown()
-    log.info("post-processing: mean lesion-wise Dice %.4f -> %.4f on %d case(s) with %s", before.dice, best.dice, len(cases),
+    log.info("post-processing: mean %s %.4f -> %.4f on %d case(s) with %s", protocol.metric, before.dice, best.dice, len(cases),
              best_rules.to_dict())
     return TuningResult(best_rules, before, best, len(cases), scorings, start)
 

@@ -21,7 +21,7 @@ import torch
 
 from gliomaseg.errors import InputError
 from gliomaseg.preparation.raw_images import EXTRA_HINT, require
-from gliomaseg.training.networks import pick_device
+from gliomaseg.model.device import pick_device
 
 NETWORK_SPACING_MM = 1.5
 """HD-BET's networks were trained on images resampled to 1.5 mm."""

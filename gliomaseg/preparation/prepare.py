@@ -32,7 +32,7 @@ import numpy as np
 
 from gliomaseg.batch import BatchReport, run_batch
 from gliomaseg.errors import InputError
-from gliomaseg.io.cases import NIFTI_SUFFIX
+from gliomaseg.io.nifti import NIFTI_SUFFIX
 from gliomaseg.io.nifti import HeaderSpace
 from gliomaseg.labels import MODALITIES
 from gliomaseg.preparation.raw_images import read_sequence, require
@@ -186,7 +186,7 @@ def find_exams(input_path: Path) -> list[Path]:
     return exams
 
 
-def prepare(input_path: Path | str, out_dir: Path | str, options: PrepareOptions = PrepareOptions(),
+def prepare(input_path: Path | str, out_dir: Path | str, options: PrepareOptions = PrepareOptions(), *,
             given: dict[str, Path | None] | None = None, overwrite: bool = False, fail_fast: bool = False,
             quiet: bool = False) -> BatchReport[Path]:
     """Prepare one exam or every exam under ``input_path`` into ``out_dir`` (see the module's doc).

@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 from gliomaseg.errors import InputError
+from gliomaseg.io.nifti import NIFTI_SUFFIX
 from gliomaseg.labels import MODALITIES
 
 SEQUENCE_NAMES: dict[str, tuple[str, ...]] = {
@@ -24,7 +25,7 @@ SEQUENCE_NAMES: dict[str, tuple[str, ...]] = {
 }
 """Names recognised per sequence, lower case, in the order they are tried."""
 
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
+NIFTI_SUFFIXES = (NIFTI_SUFFIX, ".nii")
 
 
 def _stem(path: Path) -> str:

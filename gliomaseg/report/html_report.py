@@ -25,7 +25,10 @@ from gliomaseg.io.atomic import write_text_atomic
 from gliomaseg.io.cases import Case, discover_cases, load_case, patient_id, timepoint
 from gliomaseg.io.nifti import load_label_map
 from gliomaseg.labels import DEFAULT_LABEL_SCHEME, LABEL_COLOURS, LABELS, REGIONS
-from gliomaseg.training.history import read_history
+from gliomaseg.evaluation.protocol import protocol_named
+from gliomaseg.io.nifti import NIFTI_SUFFIX
+from gliomaseg.model.run_folder import RunFolder
+from gliomaseg.report.assets import read_asset
 from gliomaseg.visualization.curves import training_curves_figure
 from gliomaseg.visualization.figures import figure_png, plt
 from gliomaseg.visualization.overlays import overlay_figure
@@ -50,7 +53,7 @@ def find_inputs(source: Path, data_dirs: list[Path] | None = None, predictions: 
         raise InputError(source, "not a folder (give a run, evaluation or demo output folder)")
     inputs = ReportInputs()
     for candidate in (source, source / "run"):
-        if (candidate / "metrics.csv").exists():
+        if RunFolder(candidate).metrics_file.exists():
             inputs.run_dir = candidate
             break
     if (source / "evaluation.csv").exists():
@@ -129,7 +132,7 @@ def _ranked_overlays(evaluation: dict[str, dict[str, dict[str, float]]], inputs:
     parts = []
     for kind, case_id in picks.items():
         case = inputs.cases.get(case_id)
-        pred_path = inputs.predictions / f"{case_id}.nii.gz"
+        pred_path = inputs.predictions / f"{case_id}{NIFTI_SUFFIX}"
         if case is None or not pred_path.exists():
             continue
         loaded = load_case(case, label_scheme=label_scheme)
@@ -145,11 +148,11 @@ def _volumes(inputs: ReportInputs) -> dict[str, dict[str, float]]:
     volumes = {}
     if inputs.predictions is None:
         return volumes
-    for path in sorted(inputs.predictions.glob("*.nii.gz")):
+    for path in sorted(inputs.predictions.glob(f"*{NIFTI_SUFFIX}")):
         if path.name.startswith("."):
             continue
         prediction = load_label_map(path)
-        volumes[path.name[: -len(".nii.gz")]] = label_volumes_ml(prediction.data, prediction.spacing)
+        volumes[path.name[: -len(NIFTI_SUFFIX)]] = label_volumes_ml(prediction.data, prediction.spacing)
     return volumes
 
 
@@ -185,46 +188,17 @@ def _longitudinal_section(volumes: dict[str, dict[str, float]]) -> str:
 
 
 def _run_section(run_dir: Path) -> str:
-    history = read_history(run_dir / "metrics.csv")
-    config_path = run_dir / "config.json"
-    config = json.loads(config_path.read_text()) if config_path.exists() else {}
+    run = RunFolder(run_dir)
+    history = run.history()
+    config = json.loads(run.config_file.read_text()) if run.config_file.exists() else {}
     train = config.get("train", {})
     facts = ", ".join(f"{k} {train[k]}" for k in ("model", "targets", "epochs", "batch_size", "lr") if k in train)
     size = "x".join(map(str, config.get("preprocess", {}).get("size", [])))
     body = f"<h2>Training</h2><p>{html.escape(facts)}; network grid {html.escape(size)}; {len(history)} epochs recorded.</p>"
     if history:
-        body += _png_tag(figure_png(training_curves_figure(history), dpi=100), "training curves")
+        protocol = protocol_named(train.get("protocol", "brats2024"))
+        body += _png_tag(figure_png(training_curves_figure(history, protocol), dpi=100), "training curves")
     return body
-
-
-_STYLE = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
-h1{margin-bottom:.2em} .meta{color:#666;margin-top:0}
-table{border-collapse:collapse;margin:.8em 0;font-size:13px} th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}
-th{background:#f0f3f7;cursor:pointer;user-select:none} td:first-child,th:first-child{text-align:left}
-table.sortable th:after{content:' \\2195';color:#999} tr:nth-child(even){background:#fafafa}
-img{max-width:100%} .row{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start} figure{margin:0}
-figure img{width:360px} figcaption{text-align:center;color:#555;font-size:13px}
-.note{background:#fff6e0;border-left:4px solid #f0a000;padding:.5em 1em}
-"""
-
-_SORT_SCRIPT = """
-document.querySelectorAll('table.sortable th').forEach(function(th, index){
-  th.addEventListener('click', function(){
-    var tbody = th.closest('table').tBodies[0];
-    var rows = Array.from(tbody.rows);
-    var ascending = th.dataset.order !== 'asc';
-    th.dataset.order = ascending ? 'asc' : 'desc';
-    rows.sort(function(a, b){
-      var x = a.cells[index].dataset.v, y = b.cells[index].dataset.v;
-      var nx = parseFloat(x), ny = parseFloat(y);
-      var c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : String(x).localeCompare(String(y));
-      return ascending ? c : -c;
-    });
-    rows.forEach(function(r){ tbody.appendChild(r); });
-  });
-});
-"""
 
 
 def build_report(
@@ -248,10 +222,10 @@ def build_report(
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     page = (
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
+        f"<style>{read_asset('report.css')}</style></head><body><h1>{html.escape(title)}</h1>"
         f"<p class='meta'>{html.escape(str(source.resolve()))} · generated {generated} · gliomaseg {__version__}</p>"
         "<p class='note'>Research software. Automated segmentations must be reviewed by an expert before any use.</p>"
         + "".join(s for s in sections if s)
-        + f"<script>{_SORT_SCRIPT}</script></body></html>\n"
+        + f"<script>{read_asset('sortable-tables.js')}</script></body></html>\n"
     )
     return write_text_atomic(out, page)

@@ -1,1 +1,1 @@
-"""Training: data, networks, loss, loop, checkpoints."""
+"""Training: samples, augmentation, loss, the loop, validation during training, tuning a run's post-processing."""

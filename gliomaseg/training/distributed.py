@@ -13,7 +13,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from gliomaseg.training.networks import pick_device
+from gliomaseg.model.device import pick_device
 
 
 @dataclass(frozen=True)

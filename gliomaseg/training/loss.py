@@ -16,7 +16,7 @@ import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
 from torch import nn
 
-from gliomaseg.training.targets import Targets
+from gliomaseg.model.targets import Targets
 
 
 class DiceCrossEntropyLoss(nn.Module):

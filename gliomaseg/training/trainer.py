@@ -1,5 +1,10 @@
 """The training loop: small pieces (data, network, loss, optimiser, schedule, history, checkpoints) joined.
 
+:func:`train` is three named steps: :func:`set_up` (resume, cache, split, network, optimiser,
+loader), :func:`run_epoch` (one pass over the epoch's samples, then validation when due) and
+:func:`save_epoch` (checkpoints, metrics.csv, TensorBoard). Post-processing rules are tuned by the
+caller once training has finished (:func:`gliomaseg.training.run_tuning.tune_run_postprocessing`).
+
 Randomness is a function of (seed, epoch): shuffling, augmentation and dropout
 are reseeded at the start of every epoch, and the learning rate is a function of
 the epoch, so a run resumed from a checkpoint after epoch N continues exactly as
@@ -14,9 +19,10 @@ import random
 import signal
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -26,18 +32,18 @@ from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
 from gliomaseg.config import ExperimentConfig, PreprocessConfig, TrainConfig, preset_size
-from gliomaseg.data.splits import kfold_by_patient, load_split, save_split, split_by_patient
+from gliomaseg.data.splits import kfold_by_patient, split_by_patient
 from gliomaseg.errors import InputError
+from gliomaseg.evaluation.protocol import ScoringProtocol, protocol_named
 from gliomaseg.io.atomic import remove_stale_temporaries
 from gliomaseg.labels import old_scheme_warning
-from gliomaseg.progress import progress
-from gliomaseg.evaluation.scoring import protocol_named
-from gliomaseg.postprocessing.rules import RULES_FILE, save_rules
-from gliomaseg.postprocessing.tuning import starting_rules, tune_rules
+from gliomaseg.model.checkpoint import load_checkpoint, save_checkpoint
+from gliomaseg.model.device import autocast, memory_format
+from gliomaseg.model.networks import SIZE_MULTIPLE, network_for
+from gliomaseg.model.run_folder import METRIC_COLUMN, RunFolder
+from gliomaseg.model.targets import Targets, targets_named
 from gliomaseg.preprocessing.cache import cache_config, cached_label_values, is_cache, labelled_case_ids, preprocess_dataset
-from gliomaseg.training.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
-from gliomaseg.training.dataset import CachedCaseDataset, training_transform
-from gliomaseg.training.history import TensorBoardScalars, read_history, write_history
+from gliomaseg.progress import progress
 from gliomaseg.training.distributed import (
     DistributedContext,
     barrier,
@@ -47,34 +53,29 @@ from gliomaseg.training.distributed import (
     shutdown,
 )
 from gliomaseg.training.loss import DiceCrossEntropyLoss
-from gliomaseg.training.networks import SIZE_MULTIPLE, autocast, memory_format, network_for
+from gliomaseg.training.dataset import CachedCaseDataset, training_transform
 from gliomaseg.training.sampler import FixedLengthSampler
 from gliomaseg.training.schedule import CosineSchedule
-from gliomaseg.training.targets import Targets, targets_named
-from gliomaseg.training.validation import case_scores, predict_validation_cases, summarise_scores
+from gliomaseg.training.tensorboard import TensorBoardScalars
+from gliomaseg.training.validation import case_scores, summarise_scores
 from gliomaseg.visualization.curves import plot_training_curves
 
 log = logging.getLogger("gliomaseg")
-
-CONFIG_FILE = "config.json"
-SPLIT_FILE = "split.json"
-METRICS_FILE = "metrics.csv"
-CURVES_FILE = "training_curves.png"
-VALIDATION_DIR = "validation"
-"""Where the last validation's predictions go, as ``<case>.nii.gz`` on each case's native grid."""
 
 
 @dataclass(frozen=True)
 class TrainResult:
     run_dir: Path
     epochs_done: int
-    best_score: float
+    best_score: float  # best mean validation score, in the metric of ``config.train.protocol``
     last_validation: dict[str, float]
+    config: ExperimentConfig  # as saved in the run (on resume: the run's own)
+    completed: bool  # this call trained the run's last epoch (tune post-processing now)
 
 
 def cache_location(data: Path, run_dir: Path) -> Path:
     """Where a run reads its cache: ``data`` itself if it is one, else ``run_dir/cache``."""
-    return data if is_cache(data) else run_dir / "cache"
+    return data if is_cache(data) else RunFolder(run_dir).cache_dir
 
 
 def prepare_cache(data: Path, run_dir: Path, config: ExperimentConfig, workers: int, quiet: bool) -> tuple[Path, ExperimentConfig]:
@@ -185,10 +186,9 @@ def _raise_interrupt(signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
-def _split(run_dir: Path, cache_dir: Path, tc: TrainConfig, ctx: DistributedContext) -> dict[str, list[str]]:
+def _split(run: RunFolder, cache_dir: Path, tc: TrainConfig, ctx: DistributedContext) -> dict[str, list[str]]:
     """The run's patient-wise split: made once by rank 0, read back by everyone (and on resume)."""
-    split_path = run_dir / SPLIT_FILE
-    if ctx.is_main and not split_path.exists():
+    if ctx.is_main and not run.split_file.exists():
         case_ids, unlabelled = labelled_case_ids(cache_dir)
         if unlabelled:
             log.warning("left out %d case(s) without a -seg label map: %s", len(unlabelled), ", ".join(unlabelled))
@@ -198,57 +198,12 @@ def _split(run_dir: Path, cache_dir: Path, tc: TrainConfig, ctx: DistributedCont
             split = kfold_by_patient(case_ids, tc.folds, tc.seed)[tc.fold]
         else:
             split = split_by_patient(case_ids, tc.val_fraction, tc.seed)
-        save_split(split, split_path)
+        run.save_split(split)
     barrier(ctx)
-    split = load_split(split_path)
+    split = run.load_split()
     if not split["train"]:
         raise InputError(cache_dir, "no training cases after the patient-wise split")
     return split
-
-
-def _run_epoch(
-    model: torch.nn.Module,
-    loader: DataLoader,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
-    loss_fn: torch.nn.Module,
-    device: torch.device,
-    amp: bool,
-    bar: tqdm,
-) -> float:
-    """One pass over ``loader``; returns this process's mean loss."""
-    model.train()
-    losses = []
-    for batch in loader:
-        image = batch["image"].to(device, non_blocking=True, memory_format=memory_format(device))
-        label = batch["label"].to(device, non_blocking=True)
-        optimizer.zero_grad(set_to_none=True)
-        with autocast(device, amp, cpu_bf16=True):
-            logits = model(image)
-        loss = loss_fn(logits.float(), label)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        losses.append(float(loss.detach()))
-        bar.update(1)
-    return sum(losses) / max(1, len(losses))
-
-
-def tune_postprocessing(run_dir: Path, cache_dir: Path, case_ids: list[str], network: torch.nn.Module, targets: Targets,
-                        amp: bool, workers: int = 1, protocol: str = "brats2024", patch_size: int = 0) -> Path | None:
-    """Tune post-processing rules into ``run_dir/postprocess.json`` for the checkpoint ``predict --model RUN``
-    uses (best.pt, else last.pt), on its predictions of the validation cases; None without labelled ones.
-    ``network`` is loaded with that checkpoint's weights."""
-    checkpoint = run_dir / BEST if (run_dir / BEST).exists() else run_dir / LAST
-    network.load_state_dict(load_checkpoint(checkpoint, map_location=next(network.parameters()).device)["model"])
-    predicted = list(predict_validation_cases(network, cache_dir, case_ids, targets, amp, patch_size))
-    if not predicted:
-        return None
-    cases = [case for case, _ in predicted]
-    native_per_network = np.mean([np.prod(geometry.box_shape) for _, geometry in predicted]) / np.prod(cache_config(cache_dir).size)
-    scoring = protocol_named(protocol)
-    result = tune_rules(cases, scoring, workers=workers, start=starting_rules(float(native_per_network)))
-    return save_rules(result.rules, run_dir / RULES_FILE, {"checkpoint": checkpoint.name, **result.provenance(scoring)})
 
 
 def _restore(state: dict[str, Any] | None, network: torch.nn.Module, optimizer: torch.optim.Optimizer, tc: TrainConfig,
@@ -268,6 +223,170 @@ def _restore(state: dict[str, Any] | None, network: torch.nn.Module, optimizer: 
     return done, float(state["best_score"]), schedule
 
 
+@dataclass
+class TrainingSetup:
+    """Everything the epochs share, made once by :func:`set_up`."""
+
+    ctx: DistributedContext
+    run: RunFolder
+    config: ExperimentConfig
+    cache_dir: Path
+    split: dict[str, list[str]]
+    targets: Targets
+    protocol: ScoringProtocol
+    network: torch.nn.Module  # the bare network (what checkpoints hold)
+    model: torch.nn.Module  # what is trained: the network, wrapped for DDP or compiled when asked
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    loss_fn: torch.nn.Module
+    schedule: CosineSchedule
+    transform: Any
+    sampler: Any
+    loader: DataLoader
+    history: list[dict]
+    start_epoch: int
+    best_score: float
+    scalars: TensorBoardScalars | None
+    quiet: bool
+
+
+def _resumed_state(run: RunFolder, config: ExperimentConfig, resume: bool, device: torch.device) -> tuple[dict | None, ExperimentConfig]:
+    """The last checkpoint and the run's own config (only the number of epochs may be raised) when resuming."""
+    if not (resume and run.last_checkpoint.exists()):
+        return None, config
+    state = load_checkpoint(run.last_checkpoint, map_location=device)
+    saved = ExperimentConfig.from_dict(state["config"])
+    return state, replace(saved, train=replace(saved.train, epochs=max(saved.train.epochs, config.train.epochs)))
+
+
+def _sampler(dataset: CachedCaseDataset, tc: TrainConfig, ctx: DistributedContext) -> Any:
+    # One sampler in every mode: rank r of N takes every N-th sample of the epoch's
+    # permutation, so N processes with batch B see exactly what one process with batch N*B sees.
+    if tc.steps_per_epoch:
+        return FixedLengthSampler(len(dataset), tc.steps_per_epoch * tc.batch_size * ctx.world_size, ctx.rank, ctx.world_size, tc.seed)
+    return DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=tc.seed)
+
+
+def set_up(data: Path, run_dir: Path, config: ExperimentConfig, device: str | None, resume: bool, workers: int,
+           quiet: bool) -> TrainingSetup:
+    """Resume or start the run: cache, split, network, optimiser, schedule and loader."""
+    ctx = init_distributed(device)
+    quiet = quiet or not ctx.is_main
+    run = RunFolder(run_dir)
+    run.path.mkdir(parents=True, exist_ok=True)
+    state, config = _resumed_state(run, config, resume, ctx.device)
+    _check_size(config)
+    if ctx.is_main:
+        remove_stale_temporaries(run.path)
+        cache_dir, config = prepare_cache(data, run.path, config, workers, quiet)
+        _warn_if_old_label_scheme(data, cache_dir, config.preprocess.label_scheme)
+        run.save_config(config)
+    barrier(ctx)
+    if not ctx.is_main:
+        cache_dir, config = cache_location(data, run.path), run.load_config()
+    tc = config.train
+    split = _split(run, cache_dir, tc, ctx)
+    torch.manual_seed(tc.seed)
+    _choose_kernels(ctx.device, tc.deterministic)
+    network = network_for(tc, config.preprocess.channels).to(ctx.device, memory_format=memory_format(ctx.device))
+    optimizer = build_optimizer(network.parameters(), tc)
+    start_epoch, best_score, schedule = _restore(state, network, optimizer, tc, run.last_checkpoint)
+    if state is not None:
+        log.info("resuming %s after epoch %d", run.path, start_epoch)
+    model = _distribute(network, tc, ctx)
+    scaler = torch.amp.GradScaler(ctx.device.type, enabled=tc.amp and ctx.device.type == "cuda" and not torch.cuda.is_bf16_supported())
+    history = [row for row in run.history() if row["epoch"] <= start_epoch]
+    transform = training_transform(tc.augment, tc.modality_dropout, tc.patch_size)
+    dataset = CachedCaseDataset(cache_dir, split["train"], repeats=tc.repeats, transform=transform)
+    sampler = _sampler(dataset, tc, ctx)
+    loader = DataLoader(dataset, batch_size=tc.batch_size, sampler=sampler, num_workers=workers if workers > 1 else 0,
+                        pin_memory=ctx.device.type == "cuda", drop_last=len(sampler) > tc.batch_size)
+    if ctx.is_main and start_epoch < tc.epochs:
+        run.forget_rules()
+    return TrainingSetup(ctx, run, config, cache_dir, split, targets_named(tc.targets), protocol_named(tc.protocol), network,
+                         torch.compile(model) if tc.compile else model, optimizer, scaler, DiceCrossEntropyLoss(targets_named(tc.targets)),
+                         schedule, transform, sampler, loader, history, start_epoch, best_score,
+                         TensorBoardScalars(run.tensorboard_dir, start_epoch) if ctx.is_main else None, quiet)
+
+
+def _train_pass(setup: TrainingSetup, bar: tqdm) -> float:
+    """One pass over the epoch's batches; returns this process's mean loss."""
+    model, device, tc = setup.model, setup.ctx.device, setup.config.train
+    model.train()
+    losses = []
+    for batch in setup.loader:
+        image = batch["image"].to(device, non_blocking=True, memory_format=memory_format(device))
+        label = batch["label"].to(device, non_blocking=True)
+        setup.optimizer.zero_grad(set_to_none=True)
+        with autocast(device, tc.amp, cpu_bf16=tc.cpu_bf16):
+            logits = model(image)
+        loss = setup.loss_fn(logits.float(), label)
+        setup.scaler.scale(loss).backward()
+        setup.scaler.step(setup.optimizer)
+        setup.scaler.update()
+        losses.append(float(loss.detach()))
+        bar.update(1)
+    return sum(losses) / max(1, len(losses))
+
+
+def run_epoch(setup: TrainingSetup, epoch: int) -> dict:
+    """Train the 0-based ``epoch``, then validate when due (every ``val_every`` epochs and after the last);
+    returns the epoch's metrics row."""
+    tc, ctx = setup.config.train, setup.ctx
+    started = time.perf_counter()
+    _seed_epoch(tc.seed + ctx.rank, epoch, setup.transform)
+    setup.sampler.set_epoch(epoch)
+    lr = setup.schedule.lr(epoch)
+    for group in setup.optimizer.param_groups:
+        group["lr"] = lr
+    with progress(total=len(setup.loader), desc=f"epoch {epoch + 1}", unit="batch", quiet=setup.quiet, nested=True) as bar:
+        loss = _train_pass(setup, bar)
+    row: dict = {"epoch": epoch + 1, "train_loss": mean_over_ranks(ctx, loss), "lr": lr, "seconds": time.perf_counter() - started}
+    is_last = epoch + 1 == tc.epochs
+    if setup.split["val"] and ((epoch + 1) % tc.val_every == 0 or is_last):
+        mine = setup.split["val"][ctx.rank :: ctx.world_size]
+        save_dir = setup.run.validation_dir if is_last else None
+        scores = case_scores(setup.network, setup.cache_dir, mine, setup.targets, tc.amp, save_dir, setup.protocol, tc.patch_size)
+        row.update({f"val_score_{k}": v for k, v in summarise_scores(gather_lists(ctx, scores)).items()})
+        row[METRIC_COLUMN] = setup.protocol.metric
+    return row
+
+
+def save_epoch(setup: TrainingSetup, row: dict) -> None:
+    """Record the epoch: last.pt (and best.pt when validation improved, or at the end of a run without
+    validation), metrics.csv and TensorBoard; rank 0 writes, everyone waits."""
+    setup.history.append(row)
+    improved = "val_score_mean" in row and row["val_score_mean"] > setup.best_score
+    if improved:
+        setup.best_score = row["val_score_mean"]
+    if setup.ctx.is_main:
+        checkpoint = {
+            "model": setup.network.state_dict(),
+            "optimizer": setup.optimizer.state_dict(),
+            "schedule": setup.schedule.to_dict(),
+            "epoch": row["epoch"],
+            "best_score": setup.best_score,
+            "config": setup.config.to_dict(),
+        }
+        save_checkpoint(checkpoint, setup.run.last_checkpoint)
+        if improved or not setup.split["val"] and row["epoch"] == setup.config.train.epochs:
+            save_checkpoint(checkpoint, setup.run.best_checkpoint)
+        setup.run.save_history(setup.history)
+        setup.scalars.log(row)
+    barrier(setup.ctx)
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a scheduler's kill) takes Ctrl-C's path while training (main thread only)."""
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if threading.current_thread() is threading.main_thread() else None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
 def train(
     data: Path | str,
     run_dir: Path | str,
@@ -279,129 +398,40 @@ def train(
 ) -> TrainResult:
     """Train ``config.train.model`` on ``data`` (raw case folders or a preprocessed cache).
 
-    Writes into ``run_dir``: config.json, split.json, last.pt / best.pt (each with
-    the full config), metrics.csv, tensorboard/, training_curves.png, the last
-    validation's predictions in validation/, and post-processing rules tuned on the
-    validation cases for best.pt (postprocess.json, which ``predict`` applies). With ``resume`` an existing run
-    continues from its last checkpoint with its saved config (only the number of
-    epochs may be raised). Cases without a label map are left out, with a warning.
+    Writes the run folder (:class:`~gliomaseg.model.run_folder.RunFolder`): config.json, split.json,
+    last.pt / best.pt (each with the full config), metrics.csv, tensorboard/, training_curves.png and
+    the last validation's predictions in validation/. With ``resume`` an existing run continues from
+    its last checkpoint with its saved config (only the number of epochs may be raised). Cases
+    without a label map are left out, with a warning. Post-processing rules are not tuned here:
+    see :func:`gliomaseg.training.run_tuning.tune_run_postprocessing`.
 
     Under ``torchrun`` each process trains on its share of every epoch's samples
     (``batch_size`` is per process) with DistributedDataParallel; rank 0 alone
     writes files, and validation cases are split across ranks and gathered.
     """
-    data, run_dir = Path(data), Path(run_dir)
-    ctx = init_distributed(device)
-    quiet = quiet or not ctx.is_main
-    dev = ctx.device
-    run_dir.mkdir(parents=True, exist_ok=True)
-    state = None
-    if resume and (run_dir / LAST).exists():
-        state = load_checkpoint(run_dir / LAST, map_location=dev)
-        saved = ExperimentConfig.from_dict(state["config"])
-        config = replace(saved, train=replace(saved.train, epochs=max(saved.train.epochs, config.train.epochs)))
-    _check_size(config)
-    if ctx.is_main:
-        remove_stale_temporaries(run_dir)
-        cache_dir, config = prepare_cache(data, run_dir, config, workers, quiet)
-        _warn_if_old_label_scheme(data, cache_dir, config.preprocess.label_scheme)
-        config.save(run_dir / CONFIG_FILE)
-    barrier(ctx)
-    if not ctx.is_main:
-        cache_dir = cache_location(data, run_dir)
-        config = ExperimentConfig.load(run_dir / CONFIG_FILE)
-    tc = config.train
-    split = _split(run_dir, cache_dir, tc, ctx)
-    targets = targets_named(tc.targets)
-
-    torch.manual_seed(tc.seed)
-    _choose_kernels(dev, tc.deterministic)
-    network = network_for(tc, config.preprocess.channels).to(dev, memory_format=memory_format(dev))
-    optimizer = build_optimizer(network.parameters(), tc)
-    start_epoch, best_score, schedule = _restore(state, network, optimizer, tc, run_dir / LAST)
-    if state is not None:
-        log.info("resuming %s after epoch %d", run_dir, start_epoch)
-    model = _distribute(network, tc, ctx)
-    if tc.compile:
-        model = torch.compile(model)
-    loss_fn = DiceCrossEntropyLoss(targets)
-    scaler = torch.amp.GradScaler(dev.type, enabled=tc.amp and dev.type == "cuda" and not torch.cuda.is_bf16_supported())
-    history = [row for row in read_history(run_dir / METRICS_FILE) if row["epoch"] <= start_epoch]
-
-    transform = training_transform(tc.augment, tc.modality_dropout, tc.patch_size)
-    dataset = CachedCaseDataset(cache_dir, split["train"], repeats=tc.repeats, transform=transform)
-    # One sampler in every mode: rank r of N takes every N-th sample of the epoch's
-    # permutation, so N processes with batch B see exactly what one process with batch N*B sees.
-    if tc.steps_per_epoch:
-        sampler = FixedLengthSampler(len(dataset), tc.steps_per_epoch * tc.batch_size * ctx.world_size, ctx.rank, ctx.world_size, tc.seed)
-    else:
-        sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=tc.seed)
-    loader = DataLoader(dataset, batch_size=tc.batch_size, sampler=sampler, num_workers=workers if workers > 1 else 0,
-                        pin_memory=dev.type == "cuda", drop_last=len(sampler) > tc.batch_size)
+    setup = set_up(Path(data), Path(run_dir), config, device, resume, workers, quiet)
+    tc, epoch = setup.config.train, setup.start_epoch
     last_validation: dict[str, float] = {}
-    scalars = TensorBoardScalars(run_dir, start_epoch) if ctx.is_main else None
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _raise_interrupt)} if in_main_thread else {}
-    epoch = start_epoch
-    if ctx.is_main and start_epoch < tc.epochs:
-        # Rules tuned for an earlier end of this run would be applied to the new weights.
-        (run_dir / RULES_FILE).unlink(missing_ok=True)
     try:
-        # In a log, one line per epoch: epochs take long enough that each is news.
-        epoch_bar = progress(range(start_epoch, tc.epochs), desc="epochs", unit="epoch", quiet=quiet, every_s=0,
-                             initial=start_epoch, total=tc.epochs)
-        for epoch in epoch_bar:
-            started = time.perf_counter()
-            _seed_epoch(tc.seed + ctx.rank, epoch, transform)
-            sampler.set_epoch(epoch)
-            lr = schedule.lr(epoch)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            with progress(total=len(loader), desc=f"epoch {epoch + 1}", unit="batch", quiet=quiet, nested=True) as bar:
-                loss = _run_epoch(model, loader, optimizer, scaler, loss_fn, dev, tc.amp, bar)
-            row = {"epoch": epoch + 1, "train_loss": mean_over_ranks(ctx, loss), "lr": lr, "seconds": time.perf_counter() - started}
-            is_last = epoch + 1 == tc.epochs
-            if split["val"] and ((epoch + 1) % tc.val_every == 0 or is_last):
-                mine = split["val"][ctx.rank :: ctx.world_size]
-                save_dir = run_dir / VALIDATION_DIR if is_last else None
-                last_validation = summarise_scores(gather_lists(ctx, case_scores(network, cache_dir, mine, targets, tc.amp, save_dir,
-                                                                                 protocol_named(tc.protocol), tc.patch_size)))
-                row.update({f"val_dice_{k}": v for k, v in last_validation.items()})
-            history.append(row)
-            improved = "val_dice_mean" in row and row["val_dice_mean"] > best_score
-            if improved:
-                best_score = row["val_dice_mean"]
-            if ctx.is_main:
-                checkpoint = {
-                    "model": network.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "schedule": schedule.to_dict(),
-                    "epoch": epoch + 1,
-                    "best_score": best_score,
-                    "config": config.to_dict(),
-                }
-                save_checkpoint(checkpoint, run_dir / LAST)
-                if improved or not split["val"] and is_last:
-                    save_checkpoint(checkpoint, run_dir / BEST)
-                write_history(history, run_dir / METRICS_FILE)
-                scalars.log(row)
-            barrier(ctx)
-            # refresh=False: the next epoch's update shows it, instead of a second line for this one
-            epoch_bar.set_postfix(loss=f"{row['train_loss']:.3f}", val=f"{row.get('val_dice_mean', float('nan')):.3f}", refresh=False)
-            epoch += 1
-        if tc.tune_postprocess and split["val"] and start_epoch < epoch == tc.epochs:
-            if ctx.is_main:
-                tune_postprocessing(run_dir, cache_dir, split["val"], network, targets, tc.amp, workers, tc.protocol, tc.patch_size)
-            barrier(ctx)
+        with _sigterm_as_interrupt():
+            # In a log, one line per epoch: epochs take long enough that each is news.
+            epoch_bar = progress(range(setup.start_epoch, tc.epochs), desc="epochs", unit="epoch", quiet=setup.quiet, every_s=0,
+                                 initial=setup.start_epoch, total=tc.epochs)
+            for epoch in epoch_bar:
+                row = run_epoch(setup, epoch)
+                save_epoch(setup, row)
+                last_validation = {k[len("val_score_"):]: v for k, v in row.items() if k.startswith("val_score_")} or last_validation
+                # refresh=False: the next epoch's update shows it, instead of a second line for this one
+                epoch_bar.set_postfix(loss=f"{row['train_loss']:.3f}", val=f"{row.get('val_score_mean', math.nan):.3f}", refresh=False)
+                epoch += 1
     except KeyboardInterrupt as stop:
         log.warning("stopped (%s) after epoch %d; continue with --resume", stop or "interrupt", epoch)
         raise
     finally:
-        if scalars is not None:
-            scalars.close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if history and ctx.is_main:
-            plot_training_curves(history, run_dir / CURVES_FILE)
-        shutdown(ctx)
-    return TrainResult(run_dir, epoch, best_score, last_validation)
+        if setup.scalars is not None:
+            setup.scalars.close()
+        if setup.history and setup.ctx.is_main:
+            plot_training_curves(setup.history, setup.run.curves_file, setup.protocol)
+        shutdown(setup.ctx)
+    return TrainResult(setup.run.path, epoch, setup.best_score, last_validation, setup.config,
+                       completed=setup.start_epoch < epoch == tc.epochs)

@@ -8,16 +8,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gliomaseg.evaluation.protocol import OFFICIAL, AnyProtocol
-from gliomaseg.evaluation.scoring import objective, score_label_maps
-from gliomaseg.io.nifti import save_label_map, spacing_from_affine
+from gliomaseg.evaluation.protocol import OFFICIAL, ScoringProtocol
+from gliomaseg.io.nifti import NIFTI_SUFFIX, save_label_map, spacing_from_affine
 from gliomaseg.labels import REGIONS
 from gliomaseg.preprocessing.brain_crop import box_slices
 from gliomaseg.postprocessing.tuning import ValidationCase
 from gliomaseg.preprocessing.cache import CachedCase, read_cached_case
 from gliomaseg.preprocessing.pipeline import Geometry, scores_to_native
-from gliomaseg.training.networks import predict_probabilities
-from gliomaseg.training.targets import Targets
+from gliomaseg.model.probabilities import predict_probabilities
+from gliomaseg.model.targets import Targets
 
 
 def native_truth(case: CachedCase) -> np.ndarray | None:
@@ -54,7 +53,7 @@ def case_scores(
     targets: Targets,
     amp: bool = True,
     save_dir: Path | None = None,
-    protocol: AnyProtocol = OFFICIAL,
+    protocol: ScoringProtocol = OFFICIAL,
     patch_size: int = 0,
 ) -> list[dict[str, float]]:
     """Lesion-wise Dice per region of each labelled case (official BraTS 2024 protocol), or the
@@ -68,8 +67,8 @@ def case_scores(
     rows = []
     for case, geometry in predict_validation_cases(model, cache_dir, case_ids, targets, amp, patch_size):
         if save_dir is not None:
-            save_label_map(case.prediction, geometry.affine, save_dir / f"{case.case_id}.nii.gz", geometry.space)
-        scores = objective(score_label_maps(case.prediction, case.truth, case.spacing, protocol)[0], protocol)
+            save_label_map(case.prediction, geometry.affine, save_dir / f"{case.case_id}{NIFTI_SUFFIX}", geometry.space)
+        scores = protocol.objective(protocol.score(case.prediction, case.truth, case.spacing)[0])
         rows.append({region: scores[region][0] for region in REGIONS})
     return rows
 

@@ -11,9 +11,6 @@ import torch
 from gliomaseg.errors import InputError
 from gliomaseg.io.atomic import atomic_path
 
-LAST = "last.pt"
-BEST = "best.pt"
-
 
 def save_checkpoint(state: dict[str, Any], path: Path | str) -> Path:
     """Write ``state`` (tensors, numbers, strings, lists, dicts) to ``path`` atomically."""

@@ -1,0 +1,67 @@
+"""A trained model ready to predict: network, config and post-processing rules, from a run folder,
+a checkpoint file or the name of a packaged model."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from gliomaseg.config import ExperimentConfig
+from gliomaseg.errors import InputError
+from gliomaseg.model.checkpoint import load_checkpoint
+from gliomaseg.model.device import pick_device, ready_for_inference
+from gliomaseg.model.networks import network_for
+from gliomaseg.model.run_folder import RunFolder
+from gliomaseg.model.targets import Targets, targets_named
+from gliomaseg.postprocessing.rules import PostprocessRules, load_rules
+
+log = logging.getLogger("gliomaseg")
+
+
+@dataclass
+class LoadedModel:
+    network: torch.nn.Module
+    config: ExperimentConfig
+    checkpoint: Path
+    rules: PostprocessRules = PostprocessRules()  # applied to every prediction (none: change nothing)
+
+    @property
+    def targets(self) -> Targets:
+        return targets_named(self.config.train.targets)
+
+
+def resolve_checkpoint(model: Path | str) -> Path:
+    """A checkpoint file, or a run folder's best.pt (else last.pt)."""
+    model = Path(model)
+    return RunFolder(model).checkpoint() if model.is_dir() else model
+
+
+def run_rules(checkpoint: Path) -> PostprocessRules:
+    """The post-processing rules ``train`` tuned for the run a checkpoint belongs to (none if it has none)."""
+    return RunFolder(checkpoint.parent).rules()
+
+
+def load_model(model: Path | str, device: str | None = None, postprocess: bool | Path | str = True) -> LoadedModel:
+    """Network in eval mode on ``device`` (CUDA when available), with its config and post-processing rules:
+    the run's own (``postprocess=True``), none (False) or those of a rules file."""
+    path = resolve_checkpoint(model)
+    if postprocess is True:
+        rules = run_rules(path)
+    elif postprocess is False:
+        rules = PostprocessRules()
+    else:
+        rules = load_rules(postprocess)
+    if rules.changes_anything:
+        log.info("post-processing predictions with %s", rules.to_dict())
+    dev = pick_device(device)
+    state = load_checkpoint(path, map_location=dev)
+    try:
+        config = ExperimentConfig.from_dict(state["config"])
+        network = network_for(config.train, config.preprocess.channels)
+        network.load_state_dict(state["model"])
+    except (ValueError, RuntimeError, KeyError, TypeError) as err:
+        raise InputError(path, f"checkpoint does not match its architecture ({str(err).splitlines()[0][:120]})") from None
+    return LoadedModel(ready_for_inference(network, dev), config, path, rules)

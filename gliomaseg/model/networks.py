@@ -1,0 +1,75 @@
+"""The networks gliomaseg trains, built by name from the config: the recipe's VNet3d and three from MONAI."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from monai.networks.nets import DynUNet, SegResNet, VNet
+
+from gliomaseg.config import TrainConfig
+from gliomaseg.labels import MODALITIES, NUM_CLASSES
+from gliomaseg.model.targets import targets_named
+from gliomaseg.model.vnet3d import VNet3d
+
+
+def _monai_vnet(in_channels: int, out_channels: int, dropout: float) -> torch.nn.Module:
+    network = VNet(
+        spatial_dims=3,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        dropout_prob_down=dropout,
+        dropout_prob_up=(dropout, dropout),
+    )
+    # MONAI fixes Dropout3d(0.5) on the skips of its two shallowest up blocks: ``dropout`` governs them too
+    for module in network.modules():
+        if isinstance(module, torch.nn.Dropout3d):
+            module.p = dropout
+    return network
+
+
+def _segresnet(in_channels: int, out_channels: int, dropout: float) -> torch.nn.Module:
+    return SegResNet(
+        spatial_dims=3, in_channels=in_channels, out_channels=out_channels, init_filters=16, dropout_prob=dropout or None
+    )
+
+
+def _dynunet(in_channels: int, out_channels: int, dropout: float) -> torch.nn.Module:
+    # nnU-Net-like 5-level U-Net; 16-voxel divisibility matches the other two networks
+    return DynUNet(
+        spatial_dims=3,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        kernel_size=[3, 3, 3, 3, 3],
+        strides=[1, 2, 2, 2, 2],
+        upsample_kernel_size=[2, 2, 2, 2],
+        filters=[16, 32, 64, 128, 256],
+        norm_name="instance",
+        dropout=dropout or None,
+    )
+
+
+NETWORKS: dict[str, Callable[[int, int, float], torch.nn.Module]] = {
+    "vnet3d": VNet3d,
+    "monai-vnet": _monai_vnet,
+    "segresnet": _segresnet,
+    "dynunet": _dynunet,
+}
+
+SIZE_MULTIPLE = 16
+"""Every network here halves the grid four times: input sides must be multiples of 16."""
+
+
+def build_network(
+    name: str, dropout: float = 0.0, in_channels: int = len(MODALITIES), out_channels: int = NUM_CLASSES
+) -> torch.nn.Module:
+    """A freshly initialised network; ``name`` is one of NETWORKS."""
+    if name not in NETWORKS:
+        raise ValueError(f"unknown model '{name}' (choose from {', '.join(NETWORKS)})")
+    return NETWORKS[name](in_channels, out_channels, dropout)
+
+
+def network_for(train_config: TrainConfig, in_channels: int = len(MODALITIES)) -> torch.nn.Module:
+    """The untrained network a training configuration describes (model, dropout, output targets),
+    for ``in_channels`` inputs (``PreprocessConfig.channels``)."""
+    return build_network(train_config.model, train_config.dropout, in_channels, targets_named(train_config.targets).channels)
