@@ -39,7 +39,7 @@ from gliomaseg.inference.predictor import load_model, predict
 from gliomaseg.io.cases import find_case_folders, load_case, read_case_folder
 from gliomaseg.labels import REGIONS
 from gliomaseg.postprocessing.rules import PostprocessRules, save_rules
-from gliomaseg.postprocessing.tuning import ValidationCase, load_validation_cases, starting_rules, tune_rules
+from gliomaseg.postprocessing.tuning import GRID, ValidationCase, load_validation_cases, starting_rules, tune_rules
 from gliomaseg.preprocessing.cache import cache_config, read_cached_case
 from gliomaseg.visualization.overlays import plot_overlay
 
@@ -166,17 +166,20 @@ def summarise_setup(setup: str, work: Path, folds: int) -> dict | None:
         return None
     cases = [load_validation_cases(d / "pred", d / "held_out") for d in fold_dirs]
     start = _start(fold_dirs[0] / "run")
+    # These cases have no cavity: erasing every predicted one could only score better here, and would erase real ones
+    # later. The cavity rule stays where tuning starts (the size below which tumour specks are erased, too).
+    grid = {**GRID, "rc_min_voxels": (start.rc_min_voxels,)}
     per_case: dict[str, dict] = {}
     nested_rules = []
     for k, fold_dir in enumerate(fold_dirs):
         others = [case for j, fold_cases in enumerate(cases) if j != k for case in fold_cases]
-        rules = tune_rules(others, OFFICIAL, workers=2, start=start).rules
+        rules = tune_rules(others, OFFICIAL, grid=grid, workers=2, start=start).rules
         nested_rules.append(rules.to_dict())
         raw, tuned = _case_scores(cases[k], PostprocessRules()), _case_scores(cases[k], rules)
         for case in cases[k]:
             per_case[case.case_id] = {"fold": k, "raw": raw[case.case_id], "nested": tuned[case.case_id]}
     all_cases = [case for fold_cases in cases for case in fold_cases]
-    final = tune_rules(all_cases, OFFICIAL, workers=2, start=start)
+    final = tune_rules(all_cases, OFFICIAL, grid=grid, workers=2, start=start)
     save_rules(final.rules, work / setup / "postprocess.json", {"cases": final.cases, "tuned_on": "every held-out prediction of "
                                                                  f"the {folds}-fold cross-validation", **final.provenance(OFFICIAL)})
     timing = [json.loads((d / "timing.json").read_text()) for d in fold_dirs]

@@ -106,6 +106,23 @@ def main(
     _state["quiet"] = quiet
 
 
+@app.command(name="models")
+def models_command() -> None:
+    """List the models shipped with gliomaseg: name, what it is, its cross-validated scores, its card."""
+    from gliomaseg.model.packaged import DEFAULT_MODEL, packaged_models
+
+    models = packaged_models()
+    if not models:
+        _fail("no packaged model in this installation")
+    for name, model in models.items():
+        cv = model.info.get("cross_validation", {})
+        scores = ", ".join(f"{region} {stat['mean']:.3f}" for region, stat in cv.get("dice", {}).items())
+        typer.echo(f"{name}{' (default)' if name == DEFAULT_MODEL else ''}: {model.summary}")
+        if scores:
+            typer.echo(f"    {cv.get('folds')}-fold cross-validation on {cv.get('cases')} real cases, lesion-wise Dice: {scores}")
+        typer.echo(f"    card: {model.run.model_card}")
+
+
 @app.command()
 def version() -> None:
     """Print the version."""
@@ -249,6 +266,8 @@ def train_command(
                                                          "default) or brats2026 (panoptic quality).", callback=_known_protocol)] = None,
     tune_postprocess: Annotated[bool, typer.Option("--tune-postprocess/--no-tune-postprocess",
                                                    help="After the last epoch, tune post-processing rules on the validation cases (RUN/postprocess.json).")] = True,
+    init_from: Annotated[Optional[str], typer.Option(help="Fine-tune: start from the weights of a packaged model (`gliomaseg models`), "
+                                                     "run folder or checkpoint, with a fresh schedule. Same network, targets and inputs.")] = None,
     workers: Workers = 2,
 ) -> None:
     """Train a network with the baseline recipe (or a preset); checkpoints, metrics.csv and curves go to --out."""
@@ -267,7 +286,7 @@ def train_command(
                 val_fraction=val_fraction,
                 folds=folds, fold=fold, val_every=val_every, seed=seed, deterministic=deterministic,
                 amp=False if no_amp else None, cpu_bf16=cpu_bf16, sync_batchnorm=sync_bn, compile=compile_model, num_workers=workers,
-                tune_postprocess=tune_postprocess, protocol=protocol,
+                tune_postprocess=tune_postprocess, protocol=protocol, init_from=init_from,
             ),
             preset=preset,
         )
@@ -293,7 +312,9 @@ def _parse_shard(spec: str) -> tuple[int, int]:
 def predict_command(
     input_path: Annotated[Path, typer.Argument(help="One case folder or a folder of cases.")],
     out_dir: Path,
-    model: Annotated[list[Path], typer.Option("--model", "-m", help="Run folder or checkpoint; repeat it to average several runs' probabilities (an ensemble).")],
+    model: Annotated[Optional[list[str]], typer.Option("--model", "-m", help="Packaged model name (`gliomaseg models`), run folder or "
+                                                       "checkpoint; repeat it to average several models' probabilities (an ensemble). "
+                                                       "Default: the packaged model.")] = None,
     device: Optional[str] = None,
     tta: Annotated[bool, typer.Option(help="Average over the 8 axis flips.")] = False,
     overwrite: bool = False,
@@ -311,7 +332,13 @@ def predict_command(
         raise typer.BadParameter("give --rules or --no-postprocess, not both")
     if shard is None:
         shard = f"{os.environ.get('RANK', '0')}/{os.environ.get('WORLD_SIZE', '1')}"
-    report = predict(input_path, out_dir, model, device=device, flip_tta=tta, overwrite=overwrite, fail_fast=fail_fast,
+    if not model:
+        from gliomaseg.model.packaged import DEFAULT_MODEL, packaged_models
+
+        shipped = packaged_models().get(DEFAULT_MODEL)
+        log.info("using the packaged model %s%s (no --model given; `gliomaseg models` lists them)", DEFAULT_MODEL,
+                 f": {shipped.summary}" if shipped else "")
+    report = predict(input_path, out_dir, model or None, device=device, flip_tta=tta, overwrite=overwrite, fail_fast=fail_fast,
                      shard_spec=_parse_shard(shard), quiet=_state["quiet"], postprocess=rules or not no_postprocess,
                      save_probabilities=save_probabilities, native=native)
     _finish(report, "predict")
@@ -440,11 +467,49 @@ def report(
     pred: Annotated[Optional[Path], typer.Option(help="Predictions folder; default SOURCE/predictions.")] = None,
     label_scheme: Annotated[str, typer.Option(help=f"How the case folders' -seg files are written: {_SCHEMES}.",
                                               callback=_known_label_scheme)] = "brats2024",
+    no_viewer: Annotated[bool, typer.Option("--no-viewer", help="No interactive 3D viewers: one self-contained file "
+                                                                "(viewers put each case's volumes in OUT's _files folder).")] = False,
 ) -> None:
-    """Write one self-contained HTML report: curves, sortable metrics, overlays, volumes over time."""
+    """Write the HTML report: curves, sortable metrics, overlays, a 3D viewer per case, volumes over time."""
     from gliomaseg.report.html_report import build_report
 
-    typer.echo(str(build_report(source, out, data, pred, label_scheme=label_scheme)))
+    typer.echo(str(build_report(source, out, data, pred, label_scheme=label_scheme, viewer=not no_viewer)))
+
+
+@app.command()
+@handles_input_errors
+def view(
+    case_dir: Annotated[Path, typer.Argument(help="Case folder (<case>-{t1n,t1c,t2w,t2f}.nii.gz; its -seg, if any, is the ground truth).")],
+    pred: Annotated[Optional[Path], typer.Option(help="Predicted label map to overlay (.nii.gz).")] = None,
+    gt: Annotated[Optional[Path], typer.Option(help="Ground-truth label map, if not the case folder's -seg.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Page to write (default: <case>-view.html here).")] = None,
+    label_scheme: LabelScheme = "brats2024",
+    open_page: Annotated[bool, typer.Option("--open/--no-open", help="Open the page in a web browser when one is at hand.")] = True,
+) -> None:
+    """Write one case's interactive 3D viewer page (sequences, ground truth and prediction overlays) and open it."""
+    import webbrowser
+    from dataclasses import replace
+
+    import numpy as np
+
+    from gliomaseg.io.cases import load_case, read_case_folder
+    from gliomaseg.io.nifti import load_label_map
+    from gliomaseg.report.viewer import view_page
+
+    case = load_case(read_case_folder(case_dir), label_scheme=label_scheme)
+    overlays = {}
+    for name, path, scheme in (("prediction", pred, "brats2024"), ("ground truth", gt, label_scheme)):
+        if path is not None:
+            volume = load_label_map(path, scheme)
+            if volume.data.shape != case.image.shape[1:] or not np.allclose(volume.affine, case.affine, atol=1e-3):
+                raise InputError(path, f"{name} is not on the case's grid (shape {volume.data.shape}, case {case.image.shape[1:]})")
+            overlays[name] = volume.data
+    if "ground truth" in overlays:
+        case = replace(case, label=overlays["ground truth"])
+    page = view_page(case, out or Path(f"{case.case_id}-view.html"), overlays.get("prediction"))
+    typer.echo(str(page))
+    if open_page and sys.stdout.isatty():
+        webbrowser.open(page.resolve().as_uri())
 
 
 @app.command()

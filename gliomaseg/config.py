@@ -80,6 +80,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the network (CUDA; first steps are slow while it compiles)
     num_workers: int = 2
     tune_postprocess: bool = True  # after the last epoch, tune post-processing rules on the validation cases
+    init_from: str = ""  # start from these weights (packaged model name, run folder or checkpoint) with a fresh schedule
     # what validation (metrics.csv val_dice_*, best.pt) and tuning score: brats2024 lesion-wise Dice, or brats2026 pq_dsc
     protocol: str = "brats2024"
 

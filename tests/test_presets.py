@@ -28,7 +28,7 @@ def test_explicit_settings_win_over_the_preset():
 def test_cpu_preset_run_records_its_settings(tmp_path, synthetic_dir):
     run = tmp_path / "run"
     result = CliRunner().invoke(app, ["-q", "train", str(synthetic_dir), "--out", str(run), "--preset", "cpu", "--epochs", "1",
-                                      "--repeats", "1", "--device", "cpu", "-j", "1", "--augment", "basic"])
+                                      "--repeats", "1", "--steps-per-epoch", "2", "--device", "cpu", "-j", "1", "--augment", "basic"])
     assert result.exit_code == 0, result.output
     saved = ExperimentConfig.load(run / "config.json")
     assert saved.train.augment == "basic"
@@ -42,7 +42,7 @@ def test_cpu_preset_run_records_its_settings(tmp_path, synthetic_dir):
 def test_a_cache_keeps_its_own_size_under_a_preset(trained_run, tmp_path):
     run = tmp_path / "run"
     result = CliRunner().invoke(app, ["-q", "train", str(trained_run / "cache"), "--out", str(run), "--preset", "cpu",
-                                      "--epochs", "1", "--repeats", "1", "-j", "1"])
+                                      "--epochs", "1", "--repeats", "1", "--steps-per-epoch", "2", "-j", "1"])
     assert result.exit_code == 0, result.output
     assert ExperimentConfig.load(run / "config.json").preprocess.size == (32, 32, 32)
 

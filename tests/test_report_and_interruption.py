@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import html
 import json
-import os
 import re
 import shutil
 import signal
@@ -20,6 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gliomaseg.cli import app
+from headless_browser import chromium, needs_browser
 from test_bad_input import BREAKERS, _single_error_line
 
 
@@ -53,7 +53,6 @@ def test_report_is_self_contained_and_complete(report_source, tmp_path):
     assert "Best, median and worst cases" in page
 
 
-BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
 # What a reader does, run inside the page once it has loaded: are the images there, what does the
 # metrics table say, and what does it say after a click on its WT Dice header (twice)?
 READER = """<script>
@@ -72,17 +71,13 @@ window.addEventListener('load', function(){
 </script>"""
 
 
-@pytest.mark.skipif(not BROWSER and not os.environ.get("GLIOMASEG_REQUIRE_BROWSER"), reason="Chromium not installed (CI installs it)")
+@needs_browser
 def test_report_reads_right_in_headless_chromium(report_source, tmp_path):
-    assert BROWSER, "GLIOMASEG_REQUIRE_BROWSER is set but no chromium is installed"
     out = tmp_path / "report.html"
     assert CliRunner().invoke(app, ["-q", "report", str(report_source), "--out", str(out)]).exit_code == 0
     page = tmp_path / "page.html"
     page.write_text(out.read_text().replace("</body>", READER + "</body>"))
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-             "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}"]
-    dom = subprocess.run([BROWSER, *flags, "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
-                         check=True, capture_output=True, text=True, timeout=120).stdout
+    dom = chromium(tmp_path / "profile", "--virtual-time-budget=5000", "--dump-dom", page.as_uri(), timeout=120)
     found = re.search(r'<pre id="reader">(.*?)</pre>', dom, re.S)
     assert found, dom[-2000:]
     seen = json.loads(html.unescape(found.group(1)))
@@ -95,7 +90,7 @@ def test_report_reads_right_in_headless_chromium(report_source, tmp_path):
     values = sorted(round(v, 3) for v in truth.values())
     assert [float(v) for v in seen["ascending"]] == values and [float(v) for v in seen["descending"]] == values[::-1]
     shot = tmp_path / "shot.png"
-    subprocess.run([BROWSER, *flags, "--window-size=1280,2400", f"--screenshot={shot}", out.as_uri()], check=True, capture_output=True, timeout=120)
+    chromium(tmp_path / "profile", "--window-size=1280,2400", f"--screenshot={shot}", out.as_uri(), timeout=120)
     import matplotlib.image
 
     pixels = matplotlib.image.imread(shot)

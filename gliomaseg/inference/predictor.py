@@ -113,7 +113,7 @@ def shard(items: list, index: int, count: int) -> list:
 def predict(
     input_path: Path | str,
     out_dir: Path | str,
-    model: Path | str | LoadedModel | Sequence[Path | str | LoadedModel],
+    model: Path | str | LoadedModel | Sequence[Path | str | LoadedModel] | None = None,
     *,
     device: str | None = None,
     flip_tta: bool = False,
@@ -130,14 +130,14 @@ def predict(
     Writes ``<out_dir>/<case>.nii.gz`` (uint8, the input's grid and affine) atomically, and with
     ``save_probabilities`` ``<out_dir>/<case>.npz`` (see :mod:`gliomaseg.inference.ensemble`);
     cases already predicted are skipped unless ``overwrite``. Bad cases are reported and skipped
-    unless ``fail_fast``. Several models (run folders or checkpoints) are an ensemble: their
-    probabilities are averaged. ``postprocess`` as in :func:`load_model` (a LoadedModel keeps its
+    unless ``fail_fast``. ``model``: a run folder, a checkpoint or a packaged model's name (None: the
+    default packaged model); several models are an ensemble: their probabilities are averaged. ``postprocess`` as in :func:`load_model` (a LoadedModel keeps its
     own rules; an ensemble's are :func:`ensemble_rules`). ``native`` (cases made by ``gliomaseg
     prepare``): also ``<out_dir>/<case>-native.nii.gz``, the labels on the original t1c's grid.
     """
     out_dir = Path(out_dir)
     folders = shard(find_case_folders(input_path), *shard_spec)
-    given = [model] if isinstance(model, (str, Path, LoadedModel)) else list(model)
+    given = [model] if model is None or isinstance(model, (str, Path, LoadedModel)) else list(model)
     models = [m if isinstance(m, LoadedModel) else load_model(m, device, postprocess) for m in given]
     rules = ensemble_rules(models)
     out_dir.mkdir(parents=True, exist_ok=True)

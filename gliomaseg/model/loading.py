@@ -14,6 +14,7 @@ from gliomaseg.errors import InputError
 from gliomaseg.model.checkpoint import load_checkpoint
 from gliomaseg.model.device import pick_device, ready_for_inference
 from gliomaseg.model.networks import network_for
+from gliomaseg.model.packaged import resolve_model
 from gliomaseg.model.run_folder import RunFolder
 from gliomaseg.model.targets import Targets, targets_named
 from gliomaseg.postprocessing.rules import PostprocessRules, load_rules
@@ -33,9 +34,10 @@ class LoadedModel:
         return targets_named(self.config.train.targets)
 
 
-def resolve_checkpoint(model: Path | str) -> Path:
-    """A checkpoint file, or a run folder's best.pt (else last.pt)."""
-    model = Path(model)
+def resolve_checkpoint(model: Path | str | None) -> Path:
+    """The checkpoint of a checkpoint file, a run folder (its best.pt, else last.pt) or a packaged model's
+    name (None: the default packaged model)."""
+    model = resolve_model(model)
     return RunFolder(model).checkpoint() if model.is_dir() else model
 
 
@@ -44,9 +46,10 @@ def run_rules(checkpoint: Path) -> PostprocessRules:
     return RunFolder(checkpoint.parent).rules()
 
 
-def load_model(model: Path | str, device: str | None = None, postprocess: bool | Path | str = True) -> LoadedModel:
+def load_model(model: Path | str | None, device: str | None = None, postprocess: bool | Path | str = True) -> LoadedModel:
     """Network in eval mode on ``device`` (CUDA when available), with its config and post-processing rules:
-    the run's own (``postprocess=True``), none (False) or those of a rules file."""
+    the run's own (``postprocess=True``), none (False) or those of a rules file. ``model``: a run folder,
+    a checkpoint, or the name of a packaged model (None: the default one)."""
     path = resolve_checkpoint(model)
     if postprocess is True:
         rules = run_rules(path)

@@ -1,8 +1,10 @@
-"""``gliomaseg report``: one self-contained HTML file a colleague can open and read.
+"""``gliomaseg report``: one HTML page a colleague can open and read.
 
 Training curves, the per-case metric table (sortable), overlays of the best, median
-and worst cases, label volumes in mL for every case, and per-patient volumes over
-time. Images are embedded, so the file can be mailed or archived on its own.
+and worst cases, an interactive 3D viewer per case (``report/viewer.py``), label volumes in
+mL for every case, and per-patient volumes over time. Images are embedded; the viewers'
+volumes sit in a ``<page>_files/`` folder beside the page (``--no-viewer``: one file that can
+be mailed or archived on its own).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from gliomaseg.evaluation.protocol import protocol_named
 from gliomaseg.io.nifti import NIFTI_SUFFIX
 from gliomaseg.model.run_folder import RunFolder
 from gliomaseg.report.assets import read_asset
+from gliomaseg.report.viewer import files_folder, install_viewer, viewer_case, viewer_head, viewer_panel, write_viewer_case
 from gliomaseg.visualization.curves import training_curves_figure
 from gliomaseg.visualization.figures import figure_png, plt
 from gliomaseg.visualization.overlays import overlay_figure
@@ -201,13 +204,33 @@ def _run_section(run_dir: Path) -> str:
     return body
 
 
+def _viewer_section(inputs: ReportInputs, label_scheme: str, files_dir: Path) -> str:
+    """One interactive viewer per case with a prediction and its case folder; each loads when opened."""
+    panels = []
+    for case_id, case in sorted(inputs.cases.items()):
+        pred_path = inputs.predictions / f"{case_id}{NIFTI_SUFFIX}" if inputs.predictions else None
+        if pred_path is None or not pred_path.exists():
+            continue
+        viewer = viewer_case(load_case(case, label_scheme=label_scheme), load_label_map(pred_path).data)
+        write_viewer_case(files_dir, viewer)
+        panels.append(viewer_panel(viewer, files_dir.name))
+    if not panels:
+        return ""
+    install_viewer(files_dir)
+    return ("<h2>Look inside: every case in 3D</h2><p>Open a case to scroll its sequences with the ground truth and the "
+            "prediction as overlays (toggle each, change their opacity), in three planes and a 3D render; click a slice to read "
+            f"the labels and intensities at a voxel. Volumes load only when a case is opened, from <code>{html.escape(files_dir.name)}/</code>, "
+            "which must stay beside this file.</p>" + "".join(panels))
+
+
 def build_report(
     source: Path | str, out: Path | str, data_dirs: list[Path] | None = None, predictions: Path | None = None, title: str = "gliomaseg report",
-    label_scheme: str = DEFAULT_LABEL_SCHEME,
+    label_scheme: str = DEFAULT_LABEL_SCHEME, viewer: bool = True,
 ) -> Path:
-    """Write the self-contained HTML report for ``source`` to ``out`` (atomically); the case
-    folders' ground truths are read in ``label_scheme``."""
-    source = Path(source)
+    """Write the HTML report for ``source`` to ``out`` (atomically); the case folders' ground truths are read
+    in ``label_scheme``. Images are embedded; with ``viewer`` every predicted case also gets an interactive
+    viewer whose volumes go to ``<out stem>_files/`` beside it (without: one self-contained file)."""
+    source, out = Path(source), Path(out)
     inputs = find_inputs(source, [Path(d) for d in data_dirs] if data_dirs else None, Path(predictions) if predictions else None)
     sections = []
     if inputs.run_dir:
@@ -216,13 +239,15 @@ def build_report(
         evaluation = _read_evaluation(inputs.evaluation_csv)
         sections.append(_metrics_section(evaluation))
         sections.append(_ranked_overlays(evaluation, inputs, label_scheme))
+    viewers = _viewer_section(inputs, label_scheme, files_folder(out)) if viewer else ""
+    sections.append(viewers)
     volumes = _volumes(inputs)
     sections.append(_volumes_section(volumes))
     sections.append(_longitudinal_section(volumes))
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     page = (
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<style>{read_asset('report.css')}</style></head><body><h1>{html.escape(title)}</h1>"
+        f"<style>{read_asset('report.css')}</style>{viewer_head(files_folder(out).name) if viewers else ''}</head><body><h1>{html.escape(title)}</h1>"
         f"<p class='meta'>{html.escape(str(source.resolve()))} · generated {generated} · gliomaseg {__version__}</p>"
         "<p class='note'>Research software. Automated segmentations must be reviewed by an expert before any use.</p>"
         + "".join(s for s in sections if s)

@@ -39,6 +39,7 @@ from gliomaseg.io.atomic import remove_stale_temporaries
 from gliomaseg.labels import old_scheme_warning
 from gliomaseg.model.checkpoint import load_checkpoint, save_checkpoint
 from gliomaseg.model.device import autocast, memory_format
+from gliomaseg.model.loading import resolve_checkpoint
 from gliomaseg.model.networks import SIZE_MULTIPLE, network_for
 from gliomaseg.model.run_folder import METRIC_COLUMN, RunFolder
 from gliomaseg.model.targets import Targets, targets_named
@@ -250,6 +251,23 @@ class TrainingSetup:
     quiet: bool
 
 
+def _describe(config: ExperimentConfig) -> str:
+    return f"network {config.train.model}, {config.train.targets} targets, {config.preprocess.channels} input channels"
+
+
+def initialise_from(network: torch.nn.Module, config: ExperimentConfig, spec: str) -> Path:
+    """Load the weights of ``spec`` (packaged model name, run folder or checkpoint) into ``network``, built for
+    ``config``; returns the checkpoint read. Fine-tuning needs the same network, targets and input channels
+    (grid size and everything else may differ): otherwise an InputError naming both."""
+    checkpoint = resolve_checkpoint(spec)
+    state = load_checkpoint(checkpoint)
+    source = ExperimentConfig.from_dict(state["config"])
+    if _describe(source) != _describe(config):
+        raise InputError(checkpoint, f"cannot initialise from it: it has {_describe(source)}; this run has {_describe(config)}")
+    network.load_state_dict(state["model"])
+    return checkpoint
+
+
 def _resumed_state(run: RunFolder, config: ExperimentConfig, resume: bool, device: torch.device) -> tuple[dict | None, ExperimentConfig]:
     """The last checkpoint and the run's own config (only the number of epochs may be raised) when resuming."""
     if not (resume and run.last_checkpoint.exists()):
@@ -293,6 +311,8 @@ def set_up(data: Path, run_dir: Path, config: ExperimentConfig, device: str | No
     start_epoch, best_score, schedule = _restore(state, network, optimizer, tc, run.last_checkpoint)
     if state is not None:
         log.info("resuming %s after epoch %d", run.path, start_epoch)
+    elif tc.init_from:
+        log.info("starting from the weights of %s", initialise_from(network, config, tc.init_from))
     model = _distribute(network, tc, ctx)
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=tc.amp and ctx.device.type == "cuda" and not torch.cuda.is_bf16_supported())
     history = [row for row in run.history() if row["epoch"] <= start_epoch]

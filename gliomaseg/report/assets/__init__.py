@@ -5,9 +5,13 @@ from __future__ import annotations
 
 from functools import cache
 from importlib.resources import files
+from pathlib import Path
+
+ASSETS = Path(str(files(__package__)))
+"""This folder, wherever the package is installed."""
 
 
 @cache
 def read_asset(name: str) -> str:
     """The text of ``gliomaseg/report/assets/<name>`` (installed with the package)."""
-    return files(__package__).joinpath(name).read_text(encoding="utf-8")
+    return (ASSETS / name).read_text(encoding="utf-8")

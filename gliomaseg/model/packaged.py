@@ -1,0 +1,57 @@
+"""Models shipped inside gliomaseg: run folders under ``gliomaseg/models/<name>/``, found by name.
+
+A packaged model is a run folder cut to what prediction needs (``config.json``, ``best.pt`` with
+float16 weights, ``postprocess.json``) plus ``MODEL_CARD.md`` and ``model.json`` (its one-line
+summary and cross-validated scores, what ``gliomaseg models`` prints). Nothing is downloaded: the
+weights are package data, installed with the wheel.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+
+from gliomaseg.errors import InputError
+from gliomaseg.model.run_folder import RunFolder
+
+MODELS_DIR = Path(str(files("gliomaseg"))) / "models"
+DEFAULT_MODEL = "brats-gli-real28"
+"""What ``predict`` uses without ``--model``."""
+
+INFO_FILE = "model.json"
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    name: str
+    run: RunFolder
+    info: dict
+
+    @property
+    def summary(self) -> str:
+        return self.info.get("summary", "")
+
+
+def packaged_models() -> dict[str, PackagedModel]:
+    """Every model shipped with this installation, by name."""
+    if not MODELS_DIR.is_dir():
+        return {}
+    models = {}
+    for folder in sorted(p for p in MODELS_DIR.iterdir() if (p / INFO_FILE).exists()):
+        models[folder.name] = PackagedModel(folder.name, RunFolder(folder), json.loads((folder / INFO_FILE).read_text()))
+    return models
+
+
+def resolve_model(spec: Path | str | None) -> Path:
+    """A run folder or checkpoint path as given, or the folder of the packaged model named ``spec``
+    (the default model when ``spec`` is None)."""
+    name = DEFAULT_MODEL if spec is None else str(spec)
+    if spec is not None and Path(spec).exists():
+        return Path(spec)
+    models = packaged_models()
+    if name in models:
+        return models[name].run.path
+    known = ", ".join(models) or "none installed"
+    raise InputError(Path(name), f"no such run folder, checkpoint or packaged model (packaged: {known})")
