@@ -7,9 +7,10 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 PREPARE_STAMP := $(VENV)/.prepare-installed
+DOCS_STAMP := $(VENV)/.docs-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test install prepare-deps bench bench-prepare clean
+.PHONY: demo test install prepare-deps docs bench bench-prepare clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +23,10 @@ $(PREPARE_STAMP): $(STAMP) requirements-prepare.txt
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements-prepare.txt
 	touch $(PREPARE_STAMP)
 
+$(DOCS_STAMP): $(STAMP) requirements-docs.txt
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements-docs.txt
+	touch $(DOCS_STAMP)
+
 install: $(STAMP)
 
 prepare-deps: $(PREPARE_STAMP)
@@ -31,6 +36,10 @@ demo: $(STAMP)
 
 test: $(STAMP) $(PREPARE_STAMP)
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
+
+# The documentation site into site/ (pages generated from the CLI and benchmarks/results at build time).
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 # All benchmarks (about 4 hours on 2 cores: bench_learning.py, four networks x two targets,
 # bench_inference.py, three runs on synthetic data, and
@@ -49,4 +58,4 @@ bench-prepare: $(PREPARE_STAMP)
 	$(BIN)/python benchmarks/bench_prepare.py
 
 clean:
-	rm -rf $(VENV) demo_out .pytest_cache
+	rm -rf $(VENV) demo_out .pytest_cache site docs/generated

@@ -42,8 +42,17 @@ class PreprocessConfig:
         return len(MODALITIES) + len(self.extra_channels)
 
 
+# The values each setting takes, declared with the settings so the command line can show them without importing
+# torch; the registries that implement them (networks, targets, protocols) are tested to cover exactly these.
 AUGMENTATIONS = ("none", "basic", "multisite")
-"""``TrainConfig.augment`` values (gliomaseg.training.dataset builds them; README "Augmentation")."""
+"""``TrainConfig.augment`` values (gliomaseg.training.dataset builds them)."""
+NETWORK_NAMES = ("vnet3d", "monai-vnet", "segresnet", "dynunet")
+"""``TrainConfig.model`` values (gliomaseg.model.networks.NETWORKS)."""
+TARGET_NAMES = ("labels", "regions")
+"""``TrainConfig.targets`` values (gliomaseg.model.targets.TARGETS)."""
+OPTIMIZERS = ("adamw", "sgd")
+PROTOCOL_NAMES = ("brats2024", "brats2026")
+"""``TrainConfig.protocol`` and ``--protocol`` values (gliomaseg.evaluation.protocol.PROTOCOLS)."""
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,9 @@ SUMMARY_STATS = ("mean", "std", "median", "25quantile", "75quantile")
 @dataclass(frozen=True)
 class CasePair:
     case_id: str
-    pred: Path | None  # None: scored as an empty prediction (--missing empty)
+    pred: Path | None  # None: no prediction found (an error, or an empty prediction with --missing empty)
     gt: Path
+    expected_pred: Path | None = None  # where the prediction was looked for first, for messages
 
 
 @dataclass(frozen=True)
@@ -70,12 +71,14 @@ def _ground_truths(gt_dir: Path) -> dict[str, Path]:
     return found
 
 
-def pair_cases(pred: Path | str, gt: Path | str, missing: str = "error") -> list[CasePair]:
-    """Match predictions to ground truths (two files, or two folders).
+def _prediction_for(pred_dir: Path, case_id: str) -> Path | None:
+    return _first_existing([pred_dir / f"{case_id}{NIFTI_SUFFIX}", pred_dir / f"{case_id}{SEG}{NIFTI_SUFFIX}",
+                            pred_dir / case_id / f"{case_id}{SEG}{NIFTI_SUFFIX}"])
 
-    ``missing="error"`` raises for a ground truth without prediction; ``"empty"``
-    scores it as an empty prediction.
-    """
+
+def pair_cases(pred: Path | str, gt: Path | str) -> list[CasePair]:
+    """Match predictions to ground truths (two files, or two folders); a ground truth without a
+    prediction gets ``pred=None`` (``score_pair`` decides what that means)."""
     pred, gt = Path(pred), Path(gt)
     for path in (pred, gt):
         if not path.exists():
@@ -87,20 +90,25 @@ def pair_cases(pred: Path | str, gt: Path | str, missing: str = "error") -> list
     truths = _ground_truths(gt)
     if not truths:
         raise InputError(gt, "no ground-truth label maps found")
-    pairs = []
-    for case_id, gt_path in truths.items():
-        pred_path = _first_existing(
-            [pred / f"{case_id}{NIFTI_SUFFIX}", pred / f"{case_id}{SEG}{NIFTI_SUFFIX}", pred / case_id / f"{case_id}{SEG}{NIFTI_SUFFIX}"]
-        )
-        if pred_path is None and missing != "empty":
-            raise InputError(pred / f"{case_id}{NIFTI_SUFFIX}", "prediction missing for this ground truth (use --missing empty to score it as empty)")
-        pairs.append(CasePair(case_id, pred_path, gt_path))
-    return pairs
+    return [CasePair(case_id, _prediction_for(pred, case_id), gt_path, pred / f"{case_id}{NIFTI_SUFFIX}") for case_id, gt_path in truths.items()]
+
+
+def unmatched_predictions(pred: Path | str, gt: Path | str) -> list[str]:
+    """Names of the label maps in the prediction folder that no ground truth matches (they are not scored)."""
+    pred = Path(pred)
+    if not pred.is_dir():
+        return []
+    matched = {p.pred.resolve() for p in pair_cases(pred, gt) if p.pred is not None}
+    found = [entry for entry in sorted(pred.iterdir()) if not entry.name.startswith(".") and entry.name.endswith(NIFTI_SUFFIX)]
+    return [entry.name for entry in found if entry.resolve() not in matched]
 
 
 def score_pair(pair: CasePair, protocol: ScoringProtocol = OFFICIAL, gt_scheme: str = DEFAULT_LABEL_SCHEME,
-               pred_scheme: str = DEFAULT_LABEL_SCHEME) -> CaseResult:
-    """Load and score one pair, each map read in its label scheme; shape/affine mismatches and bad labels raise InputError."""
+               pred_scheme: str = DEFAULT_LABEL_SCHEME, missing: str = "error") -> CaseResult:
+    """Load and score one pair, each map read in its label scheme; shape/affine mismatches and bad labels raise
+    InputError, and so does a ground truth without prediction unless ``missing="empty"`` (scored as empty)."""
+    if pair.pred is None and missing != "empty":
+        raise InputError(pair.expected_pred or pair.gt, "prediction missing for this ground truth (--missing empty scores it as empty)")
     truth = load_label_map(pair.gt, gt_scheme)
     if pair.pred is None:
         pred_data, spacing = np.zeros_like(truth.data), truth.spacing
@@ -198,23 +206,28 @@ def evaluate(
     missing: str = "error",
     workers: int = 1,
     protocol: ScoringProtocol = OFFICIAL,
-    fail_fast: bool = True,
+    fail_fast: bool = False,
     quiet: bool = False,
     gt_scheme: str = DEFAULT_LABEL_SCHEME,
     pred_scheme: str = DEFAULT_LABEL_SCHEME,
 ) -> list[CaseResult]:
     """Score every pair and write the requested tables atomically.
 
-    Any bad pair is an error by default (a partial table would be misleading);
-    with ``fail_fast=False`` bad cases are reported and the rest are scored.
-    Nothing is written unless at least one case was scored. Ground truths and
-    predictions are read in their label schemes (gliomaseg's own predictions are 2024 labels).
+    Like every batch command, each bad pair (a ground truth without prediction, unless ``missing="empty"``;
+    a grid mismatch, bad labels...) is reported in one line and the rest are scored; the tables then hold
+    the scored cases and an InputError naming the bad ones is raised after writing them. ``fail_fast``
+    stops at the first bad pair instead. Predictions no ground truth matches are named in a warning.
+    Nothing is written unless at least one case was scored. Ground truths and predictions are read in
+    their label schemes (gliomaseg's own predictions are 2024 labels).
     """
-    pairs = pair_cases(pred, gt, missing)
+    pairs = pair_cases(pred, gt)
+    unmatched = unmatched_predictions(pred, gt)
+    if unmatched:
+        log.warning("%s: %d prediction(s) without a ground truth, not scored: %s", pred, len(unmatched), ", ".join(unmatched))
     report = run_batch(
         pairs,
         name=lambda p: p.case_id,
-        work=partial(score_pair, protocol=protocol, gt_scheme=gt_scheme, pred_scheme=pred_scheme),
+        work=partial(score_pair, protocol=protocol, gt_scheme=gt_scheme, pred_scheme=pred_scheme, missing=missing),
         workers=workers,
         desc="evaluate",
         fail_fast=fail_fast,

@@ -85,7 +85,7 @@ def read_case_folder(folder: Path | str, require_seg: bool = False, allow_missin
     for path in nifti:
         stem = path.name[: -len(NIFTI_SUFFIX)]
         if not stem.startswith(case_id + "-"):
-            raise InputError(path, f"file name does not match its folder: expected {case_id}-<modality>{NIFTI_SUFFIX}")
+            raise InputError(path, f"file name does not match its folder: expected {expected_names(case_id)}; {PREPARE_HINT}")
         suffix = stem[len(case_id) + 1 :]
         if suffix not in known:
             raise InputError(path, f"unexpected extra modality '{suffix}' (expected {', '.join(MODALITIES)}, seg)")
@@ -96,6 +96,14 @@ def read_case_folder(folder: Path | str, require_seg: bool = False, allow_missin
     if require_seg and SEG_SUFFIX not in found:
         raise InputError(folder / f"{case_id}-{SEG_SUFFIX}{NIFTI_SUFFIX}", "missing segmentation (needed for training)")
     return Case(case_id, folder, {m: found[m] for m in MODALITIES if m in found}, found.get(SEG_SUFFIX))
+
+
+PREPARE_HINT = "`gliomaseg prepare` makes such cases from exams named otherwise (T1CE.nii.gz, flair/, DICOM series)"
+
+
+def expected_names(case_id: str) -> str:
+    """The file names a case folder must hold."""
+    return f"{case_id}-{{{','.join(MODALITIES)}}}{NIFTI_SUFFIX} (and {case_id}-{SEG_SUFFIX}{NIFTI_SUFFIX} to train)"
 
 
 def _looks_like_case(folder: Path) -> bool:
@@ -113,6 +121,10 @@ def find_case_folders(data_dir: Path | str) -> list[Path]:
         return [data_dir]
     folders = sorted(p for p in data_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not folders:
+        loose = [p.name for p in data_dir.iterdir() if p.name.endswith((NIFTI_SUFFIX, ".nii"))]
+        if loose:
+            raise InputError(data_dir, f"holds {len(loose)} NIfTI file(s) ({', '.join(sorted(loose)[:4])}) but no case: expected "
+                                       f"{expected_names(data_dir.name)}, or one such folder per case; {PREPARE_HINT}")
         raise InputError(data_dir, "folder contains no case folders")
     return folders
 

@@ -211,7 +211,7 @@ def _load_pair(pair, scheme: str) -> ValidationCase:
 def load_validation_cases(pred_dir: Path | str, gt_dir: Path | str, gt_scheme: str = "brats2024", workers: int = 1, quiet: bool = True) -> list[ValidationCase]:
     """Every prediction in ``pred_dir`` with its ground truth from ``gt_dir`` (layouts as ``evaluate``;
     ground truths without a prediction are left out: validation is usually a subset)."""
-    pairs = [p for p in pair_cases(pred_dir, gt_dir, missing="empty") if p.pred is not None]
+    pairs = [p for p in pair_cases(pred_dir, gt_dir) if p.pred is not None]
     if not pairs:
         raise InputError(Path(pred_dir), f"no prediction matches a ground truth in {gt_dir}")
     report = run_batch(pairs, name=lambda p: p.case_id, work=partial(_load_pair, scheme=gt_scheme), workers=workers,

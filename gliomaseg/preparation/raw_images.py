@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from gliomaseg.errors import InputError
+from gliomaseg.errors import InputError, extra_install_hint
 
 _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])  # its own inverse: also LPS -> RAS
-EXTRA_HINT = 'install the prepare extra: pip install "gliomaseg[prepare]" (or make prepare-deps)'
+EXTRA_HINT = extra_install_hint("prepare")
 
 
 def require(module: str) -> None:

@@ -1,0 +1,73 @@
+"""mkdocs hook: the pages written from the code and the results, never by hand.
+
+- ``generated/cli.md``: the command-line reference, from the typer app (``typer ... utils docs``);
+- ``generated/benchmarks.md``: ``benchmarks/results/*.md``, each under the heading and intro of BENCHMARKS;
+- ``generated/model-card.md``: the packaged model's MODEL_CARD.md, its pictures beside it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+GENERATED = ROOT / "docs" / "generated"
+RESULTS = ROOT / "benchmarks" / "results"
+
+BENCHMARKS = {
+    "real_cv": ("Real tumours: which setup, cross-validated",
+                "`benchmarks/bench_real.py run|summarise`: every real case held out once (4 folds by patient), each setup trained "
+                "with `gliomaseg train --preset cpu` as a user runs it, scored with the official 2024 lesion-wise protocol. "
+                "The packaged model is the chosen setup trained on all cases."),
+    "predict": ("Prediction speed", "`benchmarks/bench_predict.py`: one 240x240x155 case, load to label map on disk, 2 CPU cores."),
+    "journey": ("One raw exam, start to finish", "`benchmarks/bench_journey.py`: prepare, predict with the packaged model, score."),
+    "prepare": ("Raw exams to BraTS-ready cases", "`benchmarks/bench_prepare.py`: each exam in its own process, 2 CPU cores."),
+    "evaluate": ("Scoring speed and parity", "`benchmarks/bench_evaluate.py`: both protocols against their reference code, same pairs."),
+    "preprocess": ("Preprocessing speed", "`benchmarks/bench_preprocess.py`."),
+    "train": ("Training step speed", "`benchmarks/bench_train.py`: seconds per step, loader throughput."),
+    "learning": ("Learning on synthetic data", "`benchmarks/bench_learning.py`: held-out lesion-wise Dice against steps, four networks, two targets."),
+    "learning_augment": ("Augmentation on synthetic data", "`benchmarks/bench_learning.py --augment basic multisite`."),
+    "inference": ("Inference options", "`benchmarks/bench_inference.py`: tuned rules, ensembles, missing sequences."),
+    "real_variants": ("CPU-preset variants on a GPU (16 real cases)", "`benchmarks/bench_real_variants.py`: earlier sweep, 16 cases."),
+    "real_background_weight": ("Background weight before the arg-max (16 real cases)", "`benchmarks/bench_real_background_weight.py`."),
+}
+
+
+def _cli_reference() -> str:
+    text = subprocess.run([sys.executable, "-m", "typer", "gliomaseg.cli", "utils", "docs", "--name", "gliomaseg"],
+                          check=True, capture_output=True, text=True, cwd=ROOT).stdout
+    return "<!-- generated from the typer app by docs/hooks/generate_pages.py: do not edit -->\n\n" + text.replace("# `gliomaseg`", "# Command-line reference\n\n## `gliomaseg`", 1)
+
+
+def _benchmarks() -> str:
+    parts = ["# Benchmarks\n", "Run on demand (`make bench`); each writes `benchmarks/results/<name>.json` and `.md`, and each "
+             "table names the machine it was measured on. Compare ratios within a table, not across machines.\n"]
+    for name, (title, intro) in BENCHMARKS.items():
+        table = RESULTS / f"{name}.md"
+        if table.exists():
+            parts.append(f"## {title}\n\n{intro}\n\n{table.read_text()}\n")
+    return "\n".join(parts)
+
+
+def _model_card() -> str:
+    from gliomaseg.model.packaged import DEFAULT_MODEL, packaged_models
+
+    model = packaged_models().get(DEFAULT_MODEL)
+    if model is None:
+        return "# The packaged model\n\nThis installation ships no model.\n"
+    failures = model.run.path / "failures"
+    if failures.is_dir():
+        shutil.copytree(failures, GENERATED / "failures", dirs_exist_ok=True)
+    return model.run.model_card.read_text()
+
+
+def on_pre_build(config, **kwargs) -> None:
+    GENERATED.mkdir(parents=True, exist_ok=True)
+    (GENERATED / "results").mkdir(exist_ok=True)
+    for figure in RESULTS.glob("*.png"):
+        shutil.copyfile(figure, GENERATED / "results" / figure.name)
+    (GENERATED / "cli.md").write_text(_cli_reference())
+    (GENERATED / "benchmarks.md").write_text(_benchmarks())
+    (GENERATED / "model-card.md").write_text(_model_card())
