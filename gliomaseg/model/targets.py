@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from gliomaseg.labels import NUM_CLASSES, TRAINING_REGIONS
+from gliomaseg.preprocessing.pipeline import channel_argmax
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ class Targets:
     def decode(self, probabilities: torch.Tensor) -> torch.Tensor:
         """(C, ...) probabilities -> (...) uint8 label map."""
         if not self.is_regions:
-            return probabilities.argmax(dim=0).to(torch.uint8)
+            return channel_argmax(probabilities)
         wt, tc, et, rc = (probabilities[i] for i in range(len(TRAINING_REGIONS)))
         label = torch.zeros(probabilities.shape[1:], dtype=torch.uint8, device=probabilities.device)
         # nested, as nnU-Net rebuilds BraTS labels: WT -> SNFH, inside it TC -> NETC, inside that ET

