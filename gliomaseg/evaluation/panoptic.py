@@ -233,7 +233,7 @@ def panoptic_scores(
         raise ValueError(f"shape mismatch: prediction {pred.shape} vs ground truth {gt.shape}")
     # Components and borders inside the box around every label are those of the whole volume
     # (``border`` treats beyond a box as background, as beyond the image).
-    box = bounding_box((pred != 0) | (gt != 0)) or (slice(0, 1),) * 3
+    box = bounding_box(np.bitwise_or(pred, gt)) or (slice(0, 1),) * 3  # labels are whole numbers >= 0: one pass, not three
     # Work on the transposes (z, y, x), C-contiguous, as SimpleITK hands them to panoptica: a
     # C-order scan of them numbers the lesions as panoptica does, and every pass runs over
     # contiguous memory. The spacing stays (x, y, z), unreversed: the quirk in the module notes.
