@@ -1,12 +1,13 @@
-"""End-to-end prediction time per case: gliomaseg's default model against a sliding-window peer.
+"""End-to-end prediction time per case: gliomaseg's packaged model against a sliding-window peer.
 
-Run: ``.venv/bin/python benchmarks/bench_predict.py [--model RUN] [--synthetic N]``.
+Run: ``.venv/bin/python benchmarks/bench_predict.py [--model NAME|RUN] [--recipe] [--synthetic N]``.
 Ours: ``gliomaseg predict`` per case (load, preprocess, network at the config's grid,
-back to the native grid, write). Peer, in the same run on the same cases: MONAI
+back to the native grid, write), with the packaged model (``--recipe``: an untrained network
+of the baseline recipe, 160^3, instead). Where the seconds of one bundled case go is timed
+stage by stage as well (the median of 3). Peer, in the same run on the same cases: MONAI
 SegResNet with sliding-window inference over the whole native volume (roi 128^3,
 overlap 0.5), with its own load, z-score and write. Each side runs in its own
-process so its peak RSS is its own. Speed does not depend on the weights, so an
-untrained network of the default configuration is timed unless ``--model`` is given.
+process so its peak RSS is its own.
 Writes ``results/predict.{json,md}``; the last stdout line is
 ``{"s_per_case": ..., "peer_s_per_case": ..., "ratio": ..., "peak_rss_gb": ...}``.
 """
@@ -26,6 +27,42 @@ from common import peak_rss_gb, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "data"
+RECIPE = "recipe-untrained"
+
+
+def _stages(case: Path, loaded) -> dict[str, float]:
+    """Median seconds of each stage of one prediction (what ``predict`` does, step by step)."""
+    import torch
+
+    from gliomaseg.io.cases import load_case, read_case_folder
+    from gliomaseg.io.nifti import save_label_map
+    from gliomaseg.model.probabilities import predict_probabilities
+    from gliomaseg.preprocessing.pipeline import native_scores, preprocess_case
+
+    runs: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(3):
+            clock = time.perf_counter()
+
+            def lap(name: str) -> None:
+                nonlocal clock
+                runs.setdefault(name, []).append(time.perf_counter() - clock)
+                clock = time.perf_counter()
+
+            loaded_case = load_case(read_case_folder(case), with_label=False)
+            lap("read 4 sequences (gzip NIfTI)")
+            prepared = preprocess_case(loaded_case, loaded.config.preprocess)
+            lap("brain box, normalise, resize")
+            probabilities = predict_probabilities(loaded.network, torch.from_numpy(prepared.image)[None], loaded.targets,
+                                                  amp=loaded.config.train.amp, patch_size=loaded.config.train.patch_size)[0]
+            lap("network")
+            native = native_scores(probabilities.float().cpu(), prepared.geometry, loaded.targets.outside)
+            lap("back to the native grid")
+            labels = loaded.rules.apply(loaded.targets.decode(native).numpy())
+            lap("labels + post-processing")
+            save_label_map(labels, loaded_case.affine, Path(tmp) / "labels.nii.gz", loaded_case.space)
+            lap("write (gzip NIfTI)")
+    return {name: statistics.median(values) for name, values in runs.items()}
 
 
 def _ours(cases: list[Path], out: Path, model: str | None) -> dict:
@@ -36,17 +73,17 @@ def _ours(cases: list[Path], out: Path, model: str | None) -> dict:
     from gliomaseg.model.device import ready_for_inference
     from gliomaseg.model.networks import network_for
 
-    if model:
-        loaded = load_model(model, device="cpu")
-    else:
+    if model == RECIPE:
         config = ExperimentConfig()
         loaded = LoadedModel(ready_for_inference(network_for(config.train), torch.device("cpu")), config, Path("untrained"))
+    else:
+        loaded = load_model(model, device="cpu")
     times = {}
     for case in cases:
         started = time.perf_counter()
         predict(case, out, loaded, device="cpu", overwrite=True, quiet=True)
         times[case.name] = time.perf_counter() - started
-    return {"seconds": times, "peak_rss_gb": peak_rss_gb(), "threads": torch.get_num_threads()}
+    return {"seconds": times, "stages": _stages(cases[0], loaded), "peak_rss_gb": peak_rss_gb(), "threads": torch.get_num_threads()}
 
 
 def _peer(cases: list[Path], out: Path) -> dict:
@@ -84,12 +121,15 @@ def _run_part(part: str, cases: list[Path], out: Path, model: str | None) -> dic
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="run folder or checkpoint (default: untrained default configuration)")
+    parser.add_argument("--model", help="packaged model name, run folder or checkpoint (default: the packaged model)")
+    parser.add_argument("--recipe", action="store_true", help="time an untrained network of the baseline recipe (160^3) instead")
     parser.add_argument("--synthetic", type=int, default=1, help="synthetic cases (182x218x182) besides the bundled real ones")
     parser.add_argument("--part", choices=["ours", "peer"], help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("cases", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.recipe:
+        args.model = RECIPE
     if args.part:
         cases = [Path(c) for c in args.cases]
         result = _ours(cases, Path(args.out), args.model) if args.part == "ours" else _peer(cases, Path(args.out))
@@ -108,9 +148,14 @@ def main() -> None:
     s_peer = statistics.mean(peer["seconds"].values())
     headline = {"s_per_case": round(s_ours, 2), "peer_s_per_case": round(s_peer, 2), "ratio": round(s_peer / s_ours, 2),
                 "peak_rss_gb": round(ours["peak_rss_gb"], 2)}
+    from gliomaseg.model.packaged import DEFAULT_MODEL
+
+    described = ("the baseline recipe's VNet3d at 160^3, untrained weights" if args.model == RECIPE
+                 else f"model {args.model or DEFAULT_MODEL + ' (packaged)'}")
+    headline["stages"] = {k: round(v, 3) for k, v in ours["stages"].items()}
     table = [
-        f"Ours: default configuration ({'model ' + args.model if args.model else 'VNet3d at 160^3, untrained weights'}), "
-        f"CPU, {ours['threads']} threads. Peer: MONAI SegResNet, sliding window roi 128^3, overlap 0.5.",
+        f"Ours: `gliomaseg predict` with {described}, CPU, {ours['threads']} threads. "
+        "Peer: MONAI SegResNet, sliding window roi 128^3, overlap 0.5.",
         "",
         "| case | gliomaseg s | peer s |",
         "|---|---|---|",
@@ -118,6 +163,12 @@ def main() -> None:
         f"| **mean** | **{s_ours:.1f}** | **{s_peer:.1f}** |",
         "",
         f"Peak RSS: gliomaseg {ours['peak_rss_gb']:.2f} GB, peer {peer['peak_rss_gb']:.2f} GB; peer/ours time ratio {s_peer / s_ours:.2f}.",
+        "",
+        f"Where the seconds of {cases[0].name} go (median of 3, same process):",
+        "",
+        "| stage | seconds |",
+        "|---|---|",
+        *(f"| {name} | {seconds:.3f} |" for name, seconds in ours["stages"].items()),
     ]
     write_results("predict", headline, {"ours": ours, "peer": peer}, table)
 
