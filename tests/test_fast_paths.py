@@ -30,3 +30,20 @@ def test_isal_reads_every_bundled_file_as_nibabel_does():
         np.testing.assert_array_equal(np.asanyarray(fast.dataobj), np.asanyarray(reference.dataobj))
         np.testing.assert_array_equal(fast.affine, reference.affine)
         assert fast.header.binaryblock == reference.header.binaryblock
+
+
+def test_rules_applied_in_the_label_box_equal_rules_applied_to_the_whole_volume():
+    from gliomaseg.postprocessing.rules import PostprocessRules
+
+    labels = np.asarray(nib.load(str(EXAMPLES / "TCGA-DU-7294" / "TCGA-DU-7294-seg.nii.gz")).dataobj).astype(np.uint8)
+    rng = np.random.default_rng(0)
+    noisy = labels.copy()
+    noisy.flat[rng.integers(0, noisy.size, 3000)] = rng.integers(1, 5, 3000)  # specks everywhere, up to the volume's edges
+    edge = np.zeros((20, 20, 20), np.uint8)
+    edge[0:5, 0:5, 0:5], edge[1:3, 1:3, 1:3], edge[0, 10, 10], edge[19, 19, 19] = 1, 0, 3, 4  # a hole at a corner, specks at faces
+    for label_map in (labels, noisy, edge):
+        for rules in (PostprocessRules(tumour_min_voxels=1000), PostprocessRules(tumour_keep_largest=1), PostprocessRules(fill_core_holes=1),
+                      PostprocessRules(tumour_min_voxels=250, fill_core_holes=1, et_min_voxels=10, rc_min_voxels=100, tumour_keep_largest=2)):
+            whole = label_map.copy()
+            rules._apply_in_place(whole)
+            np.testing.assert_array_equal(rules.apply(label_map), whole)

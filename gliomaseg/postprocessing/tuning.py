@@ -126,13 +126,27 @@ def _score_from_rows(rows: Sequence[dict[str, tuple[float, float]]]) -> Score:
     return Score(float(np.mean(list(per_region.values()))), hd95, per_region)
 
 
+Row = dict[str, tuple[float, float]]
+
+
+def _score_rows(cases: Sequence[ValidationCase], candidate_maps: Sequence[Sequence[np.ndarray]], protocol: ScoringProtocol,
+                pool: Executor | None, reuse: Sequence[Sequence[Row | None]] | None = None) -> list[list[Row]]:
+    """Per-case rows of each candidate's label maps; a row given in ``reuse`` is taken as it is (that case's map
+    is one already scored), the others are scored, in ``pool`` when given."""
+    reuse = reuse or [[None] * len(cases) for _ in candidate_maps]
+    jobs = [(c, i) for c, maps in enumerate(candidate_maps) for i in range(len(cases)) if reuse[c][i] is None]
+    arguments = [(candidate_maps[c][i], cases[i].truth, cases[i].spacing, protocol) for c, i in jobs]
+    scored = list(pool.map(_case_row, *zip(*arguments))) if pool and len(arguments) > 1 else [_case_row(*a) for a in arguments]
+    rows = [list(r) for r in reuse]
+    for (c, i), row in zip(jobs, scored):
+        rows[c][i] = row
+    return rows
+
+
 def _score_many(cases: Sequence[ValidationCase], candidate_maps: Sequence[Sequence[np.ndarray]], protocol: ScoringProtocol,
                 pool: Executor | None) -> list[Score]:
     """The score of each candidate's label maps; (candidate, case) scorings run in ``pool`` when given."""
-    jobs = [(label_map, case.truth, case.spacing, protocol) for maps in candidate_maps for label_map, case in zip(maps, cases)]
-    rows = list(pool.map(_case_row, *zip(*jobs))) if pool and len(jobs) > 1 else [_case_row(*job) for job in jobs]
-    n = len(cases)
-    return [_score_from_rows(rows[i * n:(i + 1) * n]) for i in range(len(candidate_maps))]
+    return [_score_from_rows(rows) for rows in _score_rows(cases, candidate_maps, protocol, pool)]
 
 
 def score_rules(cases: Sequence[ValidationCase], rules: PostprocessRules, protocol: ScoringProtocol = OFFICIAL) -> Score:
@@ -167,31 +181,36 @@ def tune_rules(
     best_maps = [start.apply(prediction) for prediction in raw_maps]
     pool = ProcessPoolExecutor(workers) if workers > 1 else None
     try:
-        before = best = _score_many(cases, [raw_maps], protocol, pool)[0]
-        scorings = 1
+        raw_rows = _score_rows(cases, [raw_maps], protocol, pool)[0]
+        before = best = _score_from_rows(raw_rows)
+        best_rows, scorings = raw_rows, 1
         if start.changes_anything:
-            best = _score_many(cases, [best_maps], protocol, pool)[0]
-            scorings += 1
+            reuse = [[row if np.array_equal(a, b) else None for row, a, b in zip(raw_rows, best_maps, raw_maps)]]
+            best_rows = _score_rows(cases, [best_maps], protocol, pool, reuse)[0]
+            best, scorings = _score_from_rows(best_rows), scorings + 1
         for _ in range(max_passes):
             changed = False
             for name, values in grid.items():
-                outcomes: dict[int, tuple[Score, list[np.ndarray]]] = {}
+                outcomes: dict[int, tuple[Score, list[np.ndarray], list[Row]]] = {}
                 pending: list[tuple[int, list[np.ndarray]]] = []
                 for value in values:
                     applied = [replace(best_rules, **{name: value}).apply(case.prediction) for case in cases]
                     if all(np.array_equal(a, b) for a, b in zip(applied, best_maps)):
-                        outcomes[value] = (best, best_maps)  # same label maps, same score
+                        outcomes[value] = (best, best_maps, best_rows)  # same label maps, same score
                     else:
                         pending.append((value, applied))
                 scorings += len(pending)
-                scores = _score_many(cases, [applied for _, applied in pending], protocol, pool)
-                outcomes.update({value: (score, applied) for (value, applied), score in zip(pending, scores)})
-                top = max((score for score, _ in outcomes.values()), key=lambda sc: (round(sc.dice, 9), -round(sc.hd95, 9)))
+                # a case whose map this value leaves as it was keeps its row: only the changed cases are scored
+                reuse = [[row if np.array_equal(a, b) else None for row, a, b in zip(best_rows, applied, best_maps)] for _, applied in pending]
+                candidate_rows = _score_rows(cases, [applied for _, applied in pending], protocol, pool, reuse)
+                outcomes.update({value: (_score_from_rows(rows), applied, rows)
+                                 for (value, applied), rows in zip(pending, candidate_rows)})
+                top = max((score for score, _, _ in outcomes.values()), key=lambda sc: (round(sc.dice, 9), -round(sc.hd95, 9)))
                 plateau = [value for value in values if not top.better_than(outcomes[value][0], dice_margin, hd95_margin)]
                 if getattr(best_rules, name) in plateau:
                     continue
                 value = plateau[(len(plateau) - 1) // 2]
-                best_rules, (best, best_maps), changed = replace(best_rules, **{name: value}), outcomes[value], True
+                best_rules, (best, best_maps, best_rows), changed = replace(best_rules, **{name: value}), outcomes[value], True
             if not changed:
                 break
     finally:
