@@ -71,6 +71,11 @@ def gather_lists(ctx: DistributedContext, items: list[Any]) -> list[Any]:
     return [item for part in gathered for item in part]
 
 
-def shutdown(ctx: DistributedContext) -> None:
+def shutdown(ctx: DistributedContext, wait_for_all: bool = True) -> None:
+    """Leave the process group. A rank that destroys it while another still works in it can hang both
+    (pytorch#75097: seen here when rank 0 drew the curves while rank 1 left), so every rank first waits
+    for the others; after an error it does not, since the others may never arrive."""
     if ctx.distributed and dist.is_initialized():
+        if wait_for_all:
+            dist.barrier()
         dist.destroy_process_group()

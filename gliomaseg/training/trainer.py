@@ -432,6 +432,7 @@ def train(
     setup = set_up(Path(data), Path(run_dir), config, device, resume, workers, quiet)
     tc, epoch = setup.config.train, setup.start_epoch
     last_validation: dict[str, float] = {}
+    finished = False
     try:
         with _sigterm_as_interrupt():
             # In a log, one line per epoch: epochs take long enough that each is news.
@@ -444,6 +445,7 @@ def train(
                 # refresh=False: the next epoch's update shows it, instead of a second line for this one
                 epoch_bar.set_postfix(loss=f"{row['train_loss']:.3f}", val=f"{row.get('val_score_mean', math.nan):.3f}", refresh=False)
                 epoch += 1
+        finished = True
     except KeyboardInterrupt as stop:
         log.warning("stopped (%s) after epoch %d; continue with --resume", stop or "interrupt", epoch)
         raise
@@ -452,6 +454,6 @@ def train(
             setup.scalars.close()
         if setup.history and setup.ctx.is_main:
             plot_training_curves(setup.history, setup.run.curves_file, setup.protocol)
-        shutdown(setup.ctx)
+        shutdown(setup.ctx, wait_for_all=finished)
     return TrainResult(setup.run.path, epoch, setup.best_score, last_validation, setup.config,
                        completed=setup.start_epoch < epoch == tc.epochs)
