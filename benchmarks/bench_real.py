@@ -152,7 +152,7 @@ def _case_scores(cases: list[ValidationCase], rules: PostprocessRules) -> dict[s
     return scores
 
 
-def _start(run_dir: Path) -> PostprocessRules:
+def starting_rules_of_run(run_dir: Path) -> PostprocessRules:
     """Where tuning starts for this run's grid (as ``train`` starts it): from its cached cases' brain boxes."""
     cache = run_dir / "cache"
     boxes = [np.prod(read_cached_case(meta.parent).geometry.box_shape) for meta in cache.glob("*/meta.json")]
@@ -165,7 +165,7 @@ def summarise_setup(setup: str, work: Path, folds: int) -> dict | None:
     if not all((d / "done.json").exists() for d in fold_dirs):
         return None
     cases = [load_validation_cases(d / "pred", d / "held_out") for d in fold_dirs]
-    start = _start(fold_dirs[0] / "run")
+    start = starting_rules_of_run(fold_dirs[0] / "run")
     # These cases have no cavity: erasing every predicted one could only score better here, and would erase real ones
     # later. The cavity rule stays where tuning starts (the size below which tumour specks are erased, too).
     grid = {**GRID, "rc_min_voxels": (start.rc_min_voxels,)}

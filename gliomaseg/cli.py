@@ -134,7 +134,7 @@ def models_command() -> None:
         scores = ", ".join(f"{region} {stat['mean']:.3f}" for region, stat in cv.get("dice", {}).items())
         typer.echo(f"{name}{' (default)' if name == DEFAULT_MODEL else ''}: {model.summary}")
         if scores:
-            typer.echo(f"    {cv.get('folds')}-fold cross-validation on {cv.get('cases')} real cases, lesion-wise Dice: {scores}")
+            typer.echo(f"    {cv.get('label', 'cross-validation')}, lesion-wise Dice: {scores}")
         typer.echo(f"    card: {model.run.model_card}")
 
 

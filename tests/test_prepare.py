@@ -152,6 +152,22 @@ def test_predict_native_writes_the_labels_on_the_original_grid(moved, trained_ru
     np.testing.assert_array_equal(np.asarray(native.dataobj), np.asarray(nib.load(str(tmp_path / "r.nii.gz")).dataobj))
 
 
+def test_raw_exam_to_labels_on_its_own_grid_with_the_packaged_model(moved, tmp_path):
+    """The clinician-researcher's path: prepare RAW READY, then predict READY OUT --native with no model named."""
+    root, _ = moved
+    result = subprocess.run([sys.executable, "-m", "gliomaseg", "predict", str(root / "prepared"), "-o", str(tmp_path / "pred"),
+                             "--native", "--device", "cpu"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "using the packaged model" in result.stderr
+    original = nib.load(str(root / "raw" / "exam-01" / "T1CE.nii.gz"))
+    native = nib.load(str(tmp_path / "pred" / "exam-01-native.nii.gz"))
+    assert native.shape == original.shape and native.get_data_dtype() == np.uint8
+    np.testing.assert_allclose(native.affine, original.affine, atol=1e-4)
+    # the raw T1CE is the bundled case's own t1c, so its expert label map lies on the same grid
+    truth = np.isin(np.asarray(nib.load(str(CASE / f"{CASE.name}-seg.nii.gz")).dataobj), (1, 2, 3))
+    assert _dice(np.isin(np.asarray(native.dataobj), (1, 2, 3)), truth) >= 0.5
+
+
 def test_predict_native_refuses_a_case_not_made_by_prepare(trained_run, tmp_path):
     result = _gliomaseg("predict", CASE, tmp_path / "pred", "--model", trained_run, "--native")
     assert result.returncode != 0

@@ -1,0 +1,138 @@
+"""The model shipped inside the package: found by name, installed with the wheel, loaded offline and
+without unpickling code, segmenting a real bundled case, its card agreeing with the cross-validation."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from typer.testing import CliRunner
+
+from gliomaseg.cli import app
+from gliomaseg.model.packaged import DEFAULT_MODEL, INFO_FILE, packaged_models
+
+REPO = Path(__file__).resolve().parents[1]
+CASE = REPO / "examples" / "data" / "TCGA-DU-7294"
+WEIGHTS_LIMIT_BYTES = 25 * 2**20
+
+# Loads the default packaged model from wherever ``gliomaseg`` is imported, with every socket refused.
+LOAD_OFFLINE = """
+import socket, sys
+def refuse(*args, **kwargs):
+    raise OSError("network access is blocked")
+for name in ("connect", "connect_ex"):
+    setattr(socket.socket, name, refuse)
+socket.getaddrinfo = socket.create_connection = refuse
+import gliomaseg
+from gliomaseg.model.loading import load_model
+model = load_model(None, "cpu")
+print(gliomaseg.__file__, model.checkpoint, type(model.network).__name__, model.rules.changes_anything)
+"""
+
+
+def _default_model():
+    models = packaged_models()
+    assert DEFAULT_MODEL in models, f"the default model {DEFAULT_MODEL} is not packaged (found: {list(models)})"
+    return models[DEFAULT_MODEL]
+
+
+def test_the_default_model_is_a_small_float16_run_folder_with_its_card():
+    model = _default_model()
+    run = model.run
+    for path in (run.config_file, run.best_checkpoint, run.rules_file, run.model_card, run.path / INFO_FILE):
+        assert path.is_file(), path
+    assert run.best_checkpoint.stat().st_size <= WEIGHTS_LIMIT_BYTES
+    import torch
+
+    weights = torch.load(run.best_checkpoint, map_location="cpu", weights_only=True)["model"]
+    assert {v.dtype for v in weights.values() if v.is_floating_point()} == {torch.float16}
+    card = run.model_card.read_text()
+    for must in ("research", "BraTS", "synthetic", "Failure modes"):
+        assert must in card, must
+    for picture in re.findall(r"\]\((failures/[^)]+)\)", card):
+        assert (run.path / picture).is_file(), picture
+
+
+def test_models_lists_the_packaged_model_with_its_scores():
+    result = CliRunner().invoke(app, ["models"])
+    assert result.exit_code == 0, result.output
+    assert f"{DEFAULT_MODEL} (default)" in result.output
+    assert "lesion-wise Dice: WT 0." in result.output
+
+
+def test_predict_without_a_model_segments_the_bundled_real_case(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "gliomaseg", "predict", str(CASE), "-o", str(tmp_path / "pred"), "--device", "cpu"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert f"using the packaged model {DEFAULT_MODEL}" in result.stderr
+    predicted = nib.load(str(tmp_path / "pred" / f"{CASE.name}.nii.gz"))
+    truth = nib.load(str(CASE / f"{CASE.name}-seg.nii.gz"))
+    assert predicted.shape == truth.shape and predicted.get_data_dtype() == np.uint8
+    np.testing.assert_allclose(predicted.affine, truth.affine, atol=1e-5)
+    whole_predicted = np.isin(np.asarray(predicted.dataobj), (1, 2, 3))
+    whole_truth = np.isin(np.asarray(truth.dataobj), (1, 2, 3))
+    dice = 2 * (whole_predicted & whole_truth).sum() / (whole_predicted.sum() + whole_truth.sum())
+    assert dice >= 0.5, dice
+
+
+def _per_case_dice(source: dict) -> dict[str, dict[str, float]]:
+    """Held-out lesion-wise Dice per case and region, from real_cv.json (its chosen setup, nested rules) or real_folds.json."""
+    if "chosen" in source:
+        return {case: {r: v[0] for r, v in entry["nested"].items()} for case, entry in source["setups"][source["chosen"]]["per_case"].items()}
+    return source["cases"]
+
+
+def test_the_model_card_and_model_json_carry_the_measured_scores():
+    model = _default_model()
+    recorded = model.info["cross_validation"]
+    per_case = _per_case_dice(json.loads((REPO / recorded["source"]).read_text()))
+    assert recorded["cases"] == len(per_case) >= 16
+    card = model.run.model_card.read_text()
+    for region, stat in recorded["dice"].items():
+        assert abs(stat["mean"] - np.mean([case[region] for case in per_case.values()])) < 1e-4, region
+        assert stat["low"] <= stat["mean"] <= stat["high"]
+        assert f"{stat['mean']:.3f} [{stat['low']:.3f}, {stat['high']:.3f}]" in card, region
+    assert recorded["source"] in card
+
+
+def test_the_wheel_carries_the_model_and_it_loads_installed_with_the_network_blocked(tmp_path):
+    # built from a copy: a build writes build/ and egg-info beside its sources
+    source = tmp_path / "source"
+    shutil.copytree(REPO / "gliomaseg", source / "gliomaseg", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copyfile(REPO / name, source / name)
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "wheel"),
+                            str(source)], capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr
+    wheel = next((tmp_path / "wheel").glob("gliomaseg-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    folder = f"gliomaseg/models/{DEFAULT_MODEL}/"
+    for name in ("best.pt", "config.json", "postprocess.json", "MODEL_CARD.md", INFO_FILE):
+        assert folder + name in names, name
+    target = tmp_path / "installed"
+    installed = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+                               capture_output=True, text=True)
+    assert installed.returncode == 0, installed.stderr
+    # the installed copy first on the path, not the source tree
+    loaded = subprocess.run([sys.executable, "-c", LOAD_OFFLINE], capture_output=True, text=True, cwd=tmp_path,
+                            env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"})
+    assert loaded.returncode == 0, loaded.stderr
+    module, checkpoint, network, has_rules = loaded.stdout.split()
+    assert module.startswith(str(target)) and checkpoint.startswith(str(target / "gliomaseg" / "models" / DEFAULT_MODEL))
+    assert network == "VNet3d" and has_rules == "True"
+
+
+def test_init_from_the_packaged_model_with_another_network_is_one_line_naming_both(synthetic_dir, tmp_path):
+    result = CliRunner().invoke(app, ["-q", "train", str(synthetic_dir), "--out", str(tmp_path / "run"), "--size", "32", "--epochs", "1",
+                                      "--device", "cpu", "--model", "segresnet", "--init-from", DEFAULT_MODEL])
+    assert result.exit_code != 0
+    message = result.output.strip()
+    assert len(message.splitlines()) == 1, message
+    assert "vnet3d" in message and "segresnet" in message and DEFAULT_MODEL in message
