@@ -186,7 +186,8 @@ def model_card(info: dict, evidence: Evidence) -> str:
         "",
         f"`{' '.join(training['command'])}` (the cpu preset: {info['recipe']}), {training['wall_min']:.1f} min of training on "
         f"{training['machine']}, {training['date']}, gliomaseg {training['gliomaseg_version']}. "
-        "`benchmarks/build_model.py` rebuilds it (seeded; see the README).",
+        "`.venv/bin/python benchmarks/build_model.py --work W --data REAL_CASES` rebuilds it, seeded (W outside the source tree "
+        "keeps the run, so a killed build resumes).",
         "",
         "## Scores on real tumours",
         "",
