@@ -20,9 +20,10 @@ BENCHMARKS = {
     "real_cv": ("Real tumours: which setup, cross-validated",
                 "`benchmarks/bench_real.py run|summarise`: every real case held out once (4 folds by patient), each setup trained "
                 "with `gliomaseg train --preset cpu` as a user runs it, scored with the official 2024 lesion-wise protocol. "
-                "The packaged model is the chosen setup trained on all cases."),
+                "Not yet run over all 28 cases: the packaged model's card quotes the 16-case cross-validation (real_folds) until it is."),
     "predict": ("Prediction speed", "`benchmarks/bench_predict.py`: one 240x240x155 case, load to label map on disk, 2 CPU cores."),
     "journey": ("One raw exam, start to finish", "`benchmarks/bench_journey.py`: prepare, predict with the packaged model, score."),
+    "backends": ("Inference engines", "`benchmarks/bench_backends.py`: the packaged model's forward pass in torch and ONNX Runtime."),
     "prepare": ("Raw exams to BraTS-ready cases", "`benchmarks/bench_prepare.py`: each exam in its own process, 2 CPU cores."),
     "evaluate": ("Scoring speed and parity", "`benchmarks/bench_evaluate.py`: both protocols against their reference code, same pairs."),
     "preprocess": ("Preprocessing speed", "`benchmarks/bench_preprocess.py`."),
@@ -30,6 +31,7 @@ BENCHMARKS = {
     "learning": ("Learning on synthetic data", "`benchmarks/bench_learning.py`: held-out lesion-wise Dice against steps, four networks, two targets."),
     "learning_augment": ("Augmentation on synthetic data", "`benchmarks/bench_learning.py --augment basic multisite`."),
     "inference": ("Inference options", "`benchmarks/bench_inference.py`: tuned rules, ensembles, missing sequences."),
+    "real_folds": ("Real tumours, first 16 cases (4 folds)", "`bench_real.py` of an earlier schedule: the cpu preset, 4 folds by patient."),
     "real_variants": ("CPU-preset variants on a GPU (16 real cases)", "`benchmarks/bench_real_variants.py`: earlier sweep, 16 cases."),
     "real_background_weight": ("Background weight before the arg-max (16 real cases)", "`benchmarks/bench_real_background_weight.py`."),
 }
