@@ -143,6 +143,11 @@ def _score_rows(cases: Sequence[ValidationCase], candidate_maps: Sequence[Sequen
     return rows
 
 
+def _kept_rows(rows: Sequence[Row], maps: Sequence[np.ndarray], scored_maps: Sequence[np.ndarray]) -> list[Row | None]:
+    """Each case's row where its map equals the one the row scored, None where the map changed (to be scored)."""
+    return [row if np.array_equal(a, b) else None for row, a, b in zip(rows, maps, scored_maps)]
+
+
 def _score_many(cases: Sequence[ValidationCase], candidate_maps: Sequence[Sequence[np.ndarray]], protocol: ScoringProtocol,
                 pool: Executor | None) -> list[Score]:
     """The score of each candidate's label maps; (candidate, case) scorings run in ``pool`` when given."""
@@ -185,26 +190,25 @@ def tune_rules(
         before = best = _score_from_rows(raw_rows)
         best_rows, scorings = raw_rows, 1
         if start.changes_anything:
-            reuse = [[row if np.array_equal(a, b) else None for row, a, b in zip(raw_rows, best_maps, raw_maps)]]
-            best_rows = _score_rows(cases, [best_maps], protocol, pool, reuse)[0]
+            best_rows = _score_rows(cases, [best_maps], protocol, pool, [_kept_rows(raw_rows, best_maps, raw_maps)])[0]
             best, scorings = _score_from_rows(best_rows), scorings + 1
         for _ in range(max_passes):
             changed = False
             for name, values in grid.items():
                 outcomes: dict[int, tuple[Score, list[np.ndarray], list[Row]]] = {}
-                pending: list[tuple[int, list[np.ndarray]]] = []
+                pending: list[tuple[int, list[np.ndarray], list[Row | None]]] = []
                 for value in values:
                     applied = [replace(best_rules, **{name: value}).apply(case.prediction) for case in cases]
-                    if all(np.array_equal(a, b) for a, b in zip(applied, best_maps)):
+                    # a case whose map this value leaves as it was keeps its row: only the changed cases are scored
+                    kept = _kept_rows(best_rows, applied, best_maps)
+                    if all(row is not None for row in kept):
                         outcomes[value] = (best, best_maps, best_rows)  # same label maps, same score
                     else:
-                        pending.append((value, applied))
+                        pending.append((value, applied, kept))
                 scorings += len(pending)
-                # a case whose map this value leaves as it was keeps its row: only the changed cases are scored
-                reuse = [[row if np.array_equal(a, b) else None for row, a, b in zip(best_rows, applied, best_maps)] for _, applied in pending]
-                candidate_rows = _score_rows(cases, [applied for _, applied in pending], protocol, pool, reuse)
+                candidate_rows = _score_rows(cases, [applied for _, applied, _ in pending], protocol, pool, [kept for _, _, kept in pending])
                 outcomes.update({value: (_score_from_rows(rows), applied, rows)
-                                 for (value, applied), rows in zip(pending, candidate_rows)})
+                                 for (value, applied, _), rows in zip(pending, candidate_rows)})
                 top = max((score for score, _, _ in outcomes.values()), key=lambda sc: (round(sc.dice, 9), -round(sc.hd95, 9)))
                 plateau = [value for value in values if not top.better_than(outcomes[value][0], dice_margin, hd95_margin)]
                 if getattr(best_rules, name) in plateau:
