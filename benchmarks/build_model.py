@@ -7,8 +7,9 @@ work tree keeps the run, so a killed build resumes). Seeded: ``train --seed 0``,
 setup, its cross-validated scores and its post-processing rules (tuned on every held-out prediction of
 the cross-validation); until that cross-validation has been run, ``--setup`` names the setup, the card
 quotes the nearest measurement (the cpu preset's 4-fold cross-validation over the first 16 real cases,
-``results/real_folds.json``) as such, and the rules are those tuning starts from. It trains with ``gliomaseg train`` as a user would, scores the result on held-out
-synthetic post-treatment cases (the real ones have no cavity), and writes ``gliomaseg/models/<name>/``:
+``results/real_folds.json``) as such, and the rules are those tuning starts from. It trains with
+``gliomaseg train`` as a user would, scores the result on held-out synthetic post-treatment cases (the
+real ones have no cavity), and writes ``gliomaseg/models/<name>/``:
 ``config.json``, ``best.pt`` (float16 weights and the config, nothing else), ``postprocess.json``,
 ``model.json`` and ``MODEL_CARD.md``, plus the worst cross-validation cases' pictures. The training's
 wall time and machine go into model.json and the card.
@@ -21,21 +22,21 @@ import json
 import platform
 import shutil
 import subprocess
-from dataclasses import dataclass
 import sys
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-import torch
 import numpy as np
+import torch
 from bench_real import DEFAULT_DATA, SETUPS, SYNTHETIC_SEED, TUMOUR_REGIONS, interval, starting_rules_of_run, synthetic_cases
-
 from common import RESULTS, machine
 
 from gliomaseg import __version__
 from gliomaseg.data.synthetic import write_synthetic_dataset
 from gliomaseg.evaluation.evaluate import evaluate, summarise
 from gliomaseg.inference.predictor import predict
+from gliomaseg.io.atomic import write_text_atomic
 from gliomaseg.io.cases import find_case_folders
 from gliomaseg.labels import REGIONS
 from gliomaseg.model.checkpoint import load_checkpoint, save_checkpoint
@@ -98,7 +99,6 @@ def _interval_table(stats: dict[str, dict[str, dict]], digits: int) -> list[str]
 class Evidence:
     """What the card can say about the setup on real tumours, and where it comes from."""
 
-    setup: str  # a bench_real.SETUPS name
     scores: dict  # model.json's "cross_validation": setup, source, folds, cases, dice (and hd95) intervals per region
     how: str  # the card's paragraph on how the scores were measured
     rules: PostprocessRules  # what the packaged model's predictions get
@@ -119,10 +119,12 @@ def evidence_from_cross_validation(cv: dict) -> Evidence:
            "BraTS 2024 lesion-wise protocol on the native grid. Mean over cases with a 95 % bootstrap interval over cases (RC left "
            "out: these cases have none). The shipped model is trained on all of them. Every setup compared, per case: "
            "`benchmarks/results/real_cv.md` in the source repository.")
-    worst = [(overlay[len("real_cv_"):-len(".png")], RESULTS / overlay,  # bench_real draws real_cv_<case>.png
-              ", ".join(f"{r} {chosen['per_case'][overlay[len('real_cv_'):-len('.png')]]['nested'][r][0]:.2f}" for r in TUMOUR_REGIONS))
-             for overlay in cv["overlays"]]
-    return Evidence(name, scores, how, PostprocessRules.from_dict(chosen["rules_all_cases"]),
+    worst = []
+    for overlay in cv["overlays"]:
+        case = overlay[len("real_cv_"):-len(".png")]  # bench_real draws real_cv_<case>.png
+        nested = chosen["per_case"][case]["nested"]
+        worst.append((case, RESULTS / overlay, ", ".join(f"{r} {nested[r][0]:.2f}" for r in TUMOUR_REGIONS)))
+    return Evidence(scores, how, PostprocessRules.from_dict(chosen["rules_all_cases"]),
                     {"source": f"every held-out prediction of the cross-validation of {name}", "cases": chosen["cases"]}, worst)
 
 
@@ -144,7 +146,7 @@ def evidence_from_earlier_folds(folds: dict, setup: str, run: RunFolder, worst: 
     order = sorted(per_case, key=lambda c: np.mean([per_case[c][r] for r in TUMOUR_REGIONS]))
     pictures = [(case, RESULTS / f"real_overlay_{case}.png") for case in order if (RESULTS / f"real_overlay_{case}.png").exists()]
     shown = [(case, picture, ", ".join(f"{r} {per_case[case][r]:.2f}" for r in TUMOUR_REGIONS)) for case, picture in pictures[:worst]]
-    return Evidence(setup, scores, how, starting_rules_of_run(run.path), {"source": "not tuned: the rules tuning starts from for this grid "
+    return Evidence(scores, how, starting_rules_of_run(run.path), {"source": "not tuned: the rules tuning starts from for this grid "
                                                                      "(tumour and cavity specks erased)"}, shown)
 
 
@@ -264,8 +266,8 @@ def main() -> None:
         "synthetic_test_dice": synthetic_scores(target, args.work),
         "speed": args.speed or "Not measured in this build: see `benchmarks/results/predict.md`.",
     }
-    (target.path / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
-    target.model_card.write_text(model_card(info, evidence))
+    write_text_atomic(target.path / INFO_FILE, json.dumps(info, indent=2) + "\n")
+    write_text_atomic(target.model_card, model_card(info, evidence))
     print(json.dumps({"model": str(target.path), "train_min": info["training"]["wall_min"], "synthetic": info["synthetic_test_dice"]}))
 
 
