@@ -157,5 +157,8 @@ def load_case(case: Case, with_label: bool = True, label_scheme: str = DEFAULT_L
         _check_same_grid(reference, seg)
         label = seg.data
     # A missing sequence is zeros: after normalisation, what modality dropout trained the model on.
-    image = np.stack([volumes[m].data if m in volumes else np.zeros_like(reference.data) for m in MODALITIES])
+    image = np.zeros((len(MODALITIES), *reference.data.shape), np.float32)
+    for channel, modality in enumerate(MODALITIES):
+        if modality in volumes:
+            image[channel] = volumes[modality].data
     return LoadedCase(case.case_id, image, label, reference.affine, reference.spacing, reference.space, case.missing)

@@ -7,6 +7,7 @@ report "this file, this problem" instead of a traceback.
 from __future__ import annotations
 
 import gzip
+import io
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,46 +84,60 @@ class Volume:
         return spacing_from_affine(self.affine)
 
 
-def _load(path: Path) -> nib.filebasedimages.FileBasedImage:
-    """A NIfTI-1 .nii.gz decoded in memory by ISA-L; any other file by nibabel's own opener."""
-    if fast_gzip is None or not path.name.endswith(".gz"):
-        return nib.load(str(path))
-    raw = fast_gzip.decompress(path.read_bytes())
-    if raw[344:348] != b"n+1\0":  # not a single-file NIfTI-1 (NIfTI-2, or not NIfTI at all): nibabel decides
-        return nib.load(str(path))
-    return nib.Nifti1Image.from_bytes(raw)
+def _load(path: Path) -> tuple[np.ndarray, np.ndarray, nib.Nifti1Header | nib.Nifti2Header]:
+    """(voxels, scaled as nibabel scales them; affine; header) of a NIfTI file.
+
+    A .nii.gz NIfTI-1 is decoded in memory by ISA-L and, unless its header asks for intensity
+    scaling, its voxels are a read-only view of the decoded bytes: nibabel's own route copies them
+    once more through a file object (4 ms against 0.2 ms for a 240x240x155 uint8 label map, of a
+    ~40 ms scoring of a pair). Anything else goes through nibabel's own opener."""
+    if fast_gzip is not None and path.name.endswith(".gz"):
+        raw = fast_gzip.decompress(path.read_bytes())
+        if raw[344:348] == b"n+1\0":  # a single-file NIfTI-1 (NIfTI-2, or not NIfTI at all: nibabel decides)
+            header = nib.Nifti1Header.from_fileobj(io.BytesIO(raw))
+            if header.get_slope_inter() in {(None, None), (1.0, 0.0)}:  # nibabel applies neither
+                shape = header.get_data_shape()
+                data = np.frombuffer(raw, header.get_data_dtype(), int(np.prod(shape)), int(header["vox_offset"]))
+                return data.reshape(shape, order="F"), header.get_best_affine(), header
+            image = nib.Nifti1Image.from_bytes(raw)
+            return np.asanyarray(image.dataobj), image.affine, image.header
+    image = nib.load(str(path))
+    if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise InputError(path, f"not a NIfTI image (read as {type(image).__name__})")
+    return np.asanyarray(image.dataobj), image.affine, image.header
 
 
 def _read(path: Path) -> tuple[np.ndarray, np.ndarray, HeaderSpace]:
-    """(voxel array as stored, affine, header space) of a 3D NIfTI file; a trailing 4th axis of 1 is dropped."""
+    """(voxel array as stored, possibly read-only; affine; header space) of a 3D NIfTI file; a trailing
+    4th axis of 1 is dropped."""
     if not path.exists():
         raise InputError(path, "file does not exist")
     if path.is_dir():
         raise InputError(path, "is a folder, expected a .nii.gz file")
     try:
-        image = _load(path)
-        data = np.asanyarray(image.dataobj)
+        data, affine, header = _load(path)
     except gzip.BadGzipFile:
         raise InputError(path, "not a gzip file, although named .gz") from None
     except (zlib.error, _FastGzipError, EOFError) as err:
         raise InputError(path, f"corrupt or truncated gzip ({err})") from None
-    except (nib.filebasedimages.ImageFileError, ValueError, OSError) as err:
+    except (nib.filebasedimages.ImageFileError, nib.spatialimages.HeaderDataError, ValueError, OSError) as err:
         raise InputError(path, f"not a readable NIfTI image ({err})") from None
-    if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
-        raise InputError(path, f"not a NIfTI image (read as {type(image).__name__})")
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:
         raise InputError(path, f"expected a 3D image, got {data.ndim}D with shape {data.shape}")
-    return data, image.affine, HeaderSpace.of(image.header)
+    return data, affine, HeaderSpace.of(header)
 
 
 def load_image(path: Path | str) -> Volume:
-    """A 3D float32 MR image; rejects non-3D, NaN/inf and all-zero images."""
+    """A 3D MR image, rejected when not 3D, NaN/inf or all zeros.
+
+    ``data`` holds the voxels as stored (any numeric dtype, possibly a read-only view of the decoded
+    file): callers cast them where they need float32, once (``load_case`` casts straight into its
+    stack of sequences, where a float32 copy per file and then the stack cost ~0.1 s per case)."""
     path = Path(path)
-    raw, affine, space = _read(path)
-    data = np.asarray(raw, dtype=np.float32)
-    if not np.isfinite(data).all():
+    data, affine, space = _read(path)
+    if data.dtype.kind == "f" and not np.isfinite(data).all():
         raise InputError(path, f"contains {int((~np.isfinite(data)).sum())} NaN or infinite voxels")
     if not data.any():
         raise InputError(path, "image is all zeros")
