@@ -47,7 +47,7 @@ from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 
 from gliomaseg.evaluation.surface_distance import Spacing, border_distances, bounding_box, union_box
-from gliomaseg.labels import REGIONS
+from gliomaseg.labels import REGIONS, region_mask
 
 PANOPTIC_COLUMNS: tuple[str, ...] = (
     "n_ref_instances", "n_pred_instances", "tp", "fp", "fn", "prec", "rec", "rq",
@@ -87,9 +87,6 @@ class _ZeroTP:
     no_instances: float  # both maps empty
     otherwise: float  # some lesion somewhere, none matched / no overlap
 
-
-# Boolean lookup tables label -> in region: one take per region instead of np.isin.
-_REGION_LOOKUP = {region: np.isin(np.arange(256), labels) for region, labels in REGIONS.items()}
 
 _ZERO_TP = {"dsc": _ZeroTP(np.nan, 0.0), "hd95": _ZeroTP(np.nan, np.inf), "nsd": _ZeroTP(np.nan, 0.0)}
 
@@ -242,7 +239,6 @@ def panoptic_scores(
     rows: dict[str, dict[str, float]] = {}
     lesions: list[ReferenceLesion] = []
     for region in REGIONS:
-        lookup = _REGION_LOOKUP[region]
-        rows[region], region_lesions = region_panoptic_scores(region, lookup[gt_t], lookup[pred_t], spacing_t)
+        rows[region], region_lesions = region_panoptic_scores(region, region_mask(gt_t, region), region_mask(pred_t, region), spacing_t)
         lesions.extend(region_lesions)
     return rows, lesions

@@ -21,7 +21,7 @@ from scipy import ndimage
 from gliomaseg.errors import InputError
 from gliomaseg.evaluation.surface_distance import bounding_box, grow_box
 from gliomaseg.io.atomic import write_text_atomic
-from gliomaseg.labels import REGIONS
+from gliomaseg.labels import REGIONS, region_mask
 
 CONNECTIVITY = 26  # as the official code finds lesions
 NETC, ET, RC = REGIONS["NETC"][0], REGIONS["ET"][0], REGIONS["RC"][0]
@@ -54,14 +54,14 @@ class PostprocessRules:
         return out
 
     def _apply_in_place(self, out: np.ndarray) -> None:
-        tumour = np.isin(out, REGIONS["WT"])
+        tumour = region_mask(out, "WT")
         if self.tumour_min_voxels:
             out[tumour & ~cc3d.dust(tumour, self.tumour_min_voxels, connectivity=CONNECTIVITY)] = 0
-            tumour = np.isin(out, REGIONS["WT"])
+            tumour = region_mask(out, "WT")
         if self.tumour_keep_largest and tumour.any():
             out[tumour & (cc3d.largest_k(tumour, self.tumour_keep_largest, connectivity=CONNECTIVITY) == 0)] = 0
         if self.fill_core_holes:
-            core = np.isin(out, REGIONS["TC"])
+            core = region_mask(out, "TC")
             # A cavity inside an enhancing rim is the typical post-operative picture, not a hole.
             out[ndimage.binary_fill_holes(core) & ~core & (out != RC)] = NETC
         _replace_small(out, ET, self.et_min_voxels, NETC)
