@@ -5,15 +5,21 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from monai.networks.nets import DynUNet, SegResNet, VNet
 
 from gliomaseg.config import TrainConfig
 from gliomaseg.labels import MODALITIES, NUM_CLASSES
+from gliomaseg.model.cpu_convolution import route_convolutions_to_onednn
 from gliomaseg.model.targets import targets_named
 from gliomaseg.model.vnet3d import VNet3d
 
 
+# MONAI is imported by the networks that need it: importing it costs ~2 s, more than a whole
+# prediction with the packaged VNet3d.
+
+
 def _monai_vnet(in_channels: int, out_channels: int, dropout: float) -> torch.nn.Module:
+    from monai.networks.nets import VNet
+
     network = VNet(
         spatial_dims=3,
         in_channels=in_channels,
@@ -29,6 +35,8 @@ def _monai_vnet(in_channels: int, out_channels: int, dropout: float) -> torch.nn
 
 
 def _segresnet(in_channels: int, out_channels: int, dropout: float) -> torch.nn.Module:
+    from monai.networks.nets import SegResNet
+
     return SegResNet(
         spatial_dims=3, in_channels=in_channels, out_channels=out_channels, init_filters=16, dropout_prob=dropout or None
     )
@@ -36,6 +44,8 @@ def _segresnet(in_channels: int, out_channels: int, dropout: float) -> torch.nn.
 
 def _dynunet(in_channels: int, out_channels: int, dropout: float) -> torch.nn.Module:
     # nnU-Net-like 5-level U-Net; 16-voxel divisibility matches the other two networks
+    from monai.networks.nets import DynUNet
+
     return DynUNet(
         spatial_dims=3,
         in_channels=in_channels,
@@ -66,7 +76,7 @@ def build_network(
     """A freshly initialised network; ``name`` is one of NETWORKS."""
     if name not in NETWORKS:
         raise ValueError(f"unknown model '{name}' (choose from {', '.join(NETWORKS)})")
-    return NETWORKS[name](in_channels, out_channels, dropout)
+    return route_convolutions_to_onednn(NETWORKS[name](in_channels, out_channels, dropout))
 
 
 def network_for(train_config: TrainConfig, in_channels: int = len(MODALITIES)) -> torch.nn.Module:
