@@ -55,6 +55,15 @@ def test_label_and_region_probabilities_meet_in_region_space():
     assert torch.equal(REGIONS.decode(mean), label[0, 0])
 
 
+def test_the_mean_of_probabilities_leaves_its_parts_unchanged():
+    generator = torch.Generator().manual_seed(0)
+    parts = [torch.rand((5, 4, 4, 4), generator=generator) for _ in range(3)]
+    kept = [p.clone() for p in parts]
+    assert torch.allclose(mean_probabilities([(LABELS, p) for p in parts], LABELS), sum(kept) / 3)
+    assert torch.equal(mean_probabilities([(LABELS, parts[0])], LABELS), kept[0])
+    assert all(torch.equal(p, k) for p, k in zip(parts, kept))
+
+
 def test_an_ensemble_of_one_run_twice_is_that_run(trained_run, tmp_path):
     _predict(str(tmp_path / "one"), "--model", str(trained_run))
     _predict(str(tmp_path / "two"), "--model", str(trained_run), "--model", str(trained_run / "best.pt"))
