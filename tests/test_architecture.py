@@ -61,3 +61,18 @@ def test_the_checks_see_what_they_look_for():
     """The scanners find an import of training and a run-file literal where there is one."""
     assert "gliomaseg.training.trainer" in _imports(PACKAGE / "cli.py") | _imports(PACKAGE / "demo.py")
     assert RunFolder.METRICS in _string_constants(PACKAGE / "model" / "run_folder.py")
+
+
+def test_predicting_with_the_packaged_network_does_not_import_monai():
+    # Importing MONAI costs ~2 s, more than a whole prediction with the packaged VNet3d: the
+    # command line and the prediction path load it only for the networks and patches that need it.
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from gliomaseg.cli import app\n"
+            "from gliomaseg.inference.predictor import load_model, predict\n"
+            "load_model(None, 'cpu')\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'monai'))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

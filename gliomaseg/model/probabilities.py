@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-from monai.inferers import sliding_window_inference
 
 from gliomaseg.model.device import autocast, memory_format
 from gliomaseg.model.targets import Targets
@@ -14,6 +13,8 @@ def _logits(model: torch.nn.Module, image: torch.Tensor, patch_size: int) -> tor
     cubes blended with Gaussian weights (MONAI's sliding window, as nnU-Net predicts)."""
     if not patch_size or all(side <= patch_size for side in image.shape[2:]):
         return model(image)
+    from monai.inferers import sliding_window_inference  # only here: importing MONAI costs ~2 s
+
     return sliding_window_inference(image, (patch_size,) * 3, sw_batch_size=1, predictor=model, overlap=0.5, mode="gaussian")
 
 
