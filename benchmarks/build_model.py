@@ -230,7 +230,7 @@ def main() -> None:
     parser.add_argument("--name", default=DEFAULT_MODEL)
     parser.add_argument("--setup", choices=list(SETUPS), default="preset64",
                         help="the setup to train when results/real_cv.json does not exist yet (else its chosen one)")
-    parser.add_argument("--synthetic", type=int, help="synthetic cases added (default: the setup's, else 14)")
+    parser.add_argument("--synthetic", type=int, help="synthetic cases added (default: the setup's)")
     parser.add_argument("--speed", default="", help="the card's speed paragraph (from benchmarks/bench_predict.py)")
     args = parser.parse_args()
     if not args.data.is_dir():
@@ -238,7 +238,7 @@ def main() -> None:
     cv_file = RESULTS / "real_cv.json"
     cv = json.loads(cv_file.read_text()) if cv_file.exists() else None
     setup = SETUPS[cv["chosen"] if cv else args.setup]
-    synthetic = args.synthetic if args.synthetic is not None else (setup.synthetic or 14)
+    synthetic = args.synthetic if args.synthetic is not None else setup.synthetic
     run, command, seconds = train_model(args.data, args.work, setup.options, synthetic)
     evidence = (evidence_from_cross_validation(cv) if cv else
                 evidence_from_earlier_folds(json.loads((RESULTS / "real_folds.json").read_text()), args.setup, run))
