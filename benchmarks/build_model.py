@@ -223,6 +223,22 @@ def model_card(info: dict, evidence: Evidence) -> str:
     return "\n".join(lines)
 
 
+def speed_paragraph(predict_result: dict, journey: dict | None) -> str:
+    """The card's speed paragraph, every number read from ``results/predict.json`` (and ``journey.json``)."""
+    seconds = predict_result["ours"]["seconds"]
+    headline = predict_result["headline"]
+    text = (f"On {predict_result['machine']} (no GPU): {headline['s_per_case']:.1f} s per case on average over {len(seconds)} cases "
+            f"({min(seconds.values()):.1f}-{max(seconds.values()):.1f} s; the first case of a process pays its one-time set-up), "
+            f"peak memory {headline['peak_rss_gb']:.2f} GB, {headline['ratio']:.0f}x faster than MONAI's SegResNet sliding window "
+            "in the same run (`benchmarks/results/predict.md`).")
+    if journey:
+        steps = journey["steps"]
+        text += (f" From a raw exam ({journey['machine']}): `prepare` {steps['prepare']['seconds']:.0f} s, then `predict --native` "
+                 f"{steps['predict']['seconds']:.1f} s in its own process, imports and the return to the original grid included "
+                 "(`benchmarks/results/journey.md`).")
+    return text
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, required=True, help="kept training run and synthetic cases (outside the work tree)")
@@ -231,7 +247,6 @@ def main() -> None:
     parser.add_argument("--setup", choices=list(SETUPS), default="preset64",
                         help="the setup to train when results/real_cv.json does not exist yet (else its chosen one)")
     parser.add_argument("--synthetic", type=int, help="synthetic cases added (default: the setup's)")
-    parser.add_argument("--speed", default="", help="the card's speed paragraph (from benchmarks/bench_predict.py)")
     args = parser.parse_args()
     if not args.data.is_dir():
         sys.exit(f"build_model: no real cases at {args.data}")
@@ -264,7 +279,8 @@ def main() -> None:
                      "real_cases": len(find_case_folders(args.data)), "synthetic_cases": synthetic},
         "cross_validation": evidence.scores,
         "synthetic_test_dice": synthetic_scores(target, args.work),
-        "speed": args.speed or "Not measured in this build: see `benchmarks/results/predict.md`.",
+        "speed": speed_paragraph(json.loads((RESULTS / "predict.json").read_text()),
+                                 json.loads(journey.read_text()) if (journey := RESULTS / "journey.json").exists() else None),
     }
     write_text_atomic(target.path / INFO_FILE, json.dumps(info, indent=2) + "\n")
     write_text_atomic(target.model_card, model_card(info, evidence))
