@@ -37,7 +37,7 @@ from gliomaseg.data.synthetic import write_synthetic_dataset
 from gliomaseg.evaluation.protocol import OFFICIAL
 from gliomaseg.inference.predictor import load_model, predict
 from gliomaseg.io.cases import find_case_folders, load_case, read_case_folder
-from gliomaseg.labels import REGIONS
+from gliomaseg.labels import REGIONS, region_mask
 from gliomaseg.postprocessing.rules import PostprocessRules, save_rules
 from gliomaseg.postprocessing.tuning import GRID, ValidationCase, load_validation_cases, starting_rules, tune_rules
 from gliomaseg.preprocessing.cache import cache_config, read_cached_case
@@ -151,12 +151,22 @@ def interval(values: list[float], seed: int = 0) -> dict[str, float]:
 
 
 def _case_scores(cases: list[ValidationCase], rules: PostprocessRules) -> dict[str, dict[str, list[float]]]:
-    """Per case and region: [lesion-wise Dice, lesion-wise HD95] after ``rules``."""
+    """Per case and region: [lesion-wise Dice, lesion-wise HD95] after ``rules``; under ``cavity_ml`` the volume
+    of predicted resection cavity (every one is false on these pre-operative cases)."""
     scores = {}
     for case in cases:
-        rows = OFFICIAL.objective(OFFICIAL.score(rules.apply(case.prediction), case.truth, case.spacing)[0])
+        prediction = rules.apply(case.prediction)
+        rows = OFFICIAL.objective(OFFICIAL.score(prediction, case.truth, case.spacing)[0])
         scores[case.case_id] = {region: [round(rows[region][0], 4), round(rows[region][1], 2)] for region in REGIONS}
+        scores[case.case_id]["cavity_ml"] = round(float(np.count_nonzero(region_mask(prediction, "RC")) * np.prod(case.spacing)) / 1000, 2)
     return scores
+
+
+def false_cavities(per_case: dict[str, dict], kind: str) -> dict:
+    """How many pre-operative cases got a resection cavity (``kind``: raw or nested), and the largest one: the
+    synthetic cavities the model learned RC from can leak onto real necrosis."""
+    volumes = [entry[kind]["cavity_ml"] for entry in per_case.values()]
+    return {"cases": sum(v > 0 for v in volumes), "of": len(volumes), "largest_ml": max(volumes)}
 
 
 def starting_rules_of_run(run_dir: Path) -> PostprocessRules:
@@ -201,6 +211,7 @@ def summarise_setup(setup: str, work: Path, folds: int) -> dict | None:
         "predict_s_per_case": round(sum(t["predict_s"] for t in timing) / len(per_case), 2),
         "dice": {"raw": pooled("raw", 0), "nested": pooled("nested", 0)},
         "hd95": {"raw": pooled("raw", 1), "nested": pooled("nested", 1)},
+        "false_cavities": {"raw": false_cavities(per_case, "raw"), "nested": false_cavities(per_case, "nested")},
         "nested_rules": nested_rules,
         "rules_all_cases": final.rules.to_dict(),
         "per_case": per_case,
@@ -255,14 +266,19 @@ def summarise(args: argparse.Namespace) -> None:
         "folds, `predict` from the raw folders), scored with the official BraTS 2024 lesion-wise protocol on the native grid. "
         "Post-processing rules for each fold were tuned on the other folds' held-out predictions (nested: no case is scored "
         "with rules it helped choose). Pooled mean over all cases with a 95 % bootstrap interval over cases "
-        f"({BOOTSTRAP:,} resamples). RC is left out: these pre-operative cases have none (every setup scores RC 1).",
+        f"({BOOTSTRAP:,} resamples). RC is left out of these tables: the cases are pre-operative, so every predicted "
+        "resection cavity is false; they are counted below.",
         "",
         "Lesion-wise Dice, nested post-processing:", "", header, rule, *rows("dice", "nested", 3), "",
         "Lesion-wise Dice, no post-processing:", "", header, rule, *rows("dice", "raw", 3), "",
         "Lesion-wise HD95 (mm), nested post-processing:", "", header, rule, *rows("hd95", "nested", 1), "",
-        f"Per case, {chosen}, nested post-processing (lesion-wise Dice):", "",
-        "| case | fold | " + " | ".join(TUMOUR_REGIONS) + " |", "|---|---|" + "---|" * len(TUMOUR_REGIONS),
-        *(f"| {c} | {e['fold']} | " + " | ".join(f"{e['nested'][r][0]:.3f}" for r in TUMOUR_REGIONS) + " |"
+        "False resection cavities (pre-operative cases given a cavity; the largest):", "",
+        "| setup | no post-processing | nested post-processing |", "|---|---|---|",
+        *(f"| {s} | " + " | ".join(f"{f['cases']} of {f['of']} ({f['largest_ml']:.1f} mL)" for f in
+                                   (r["false_cavities"]["raw"], r["false_cavities"]["nested"])) + " |" for s, r in results.items()), "",
+        f"Per case, {chosen}, nested post-processing (lesion-wise Dice; predicted cavity in mL):", "",
+        "| case | fold | " + " | ".join(TUMOUR_REGIONS) + " | cavity |", "|---|---|" + "---|" * (len(TUMOUR_REGIONS) + 1),
+        *(f"| {c} | {e['fold']} | " + " | ".join(f"{e['nested'][r][0]:.3f}" for r in TUMOUR_REGIONS) + f" | {e['nested']['cavity_ml']:.1f} |"
           for c, e in sorted(per_case.items())),
         "", f"Worst cases of {chosen}: " + ", ".join(f"`{o}`" for o in overlays) + ".",
     ]

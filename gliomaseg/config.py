@@ -96,8 +96,9 @@ class TrainConfig:
 
 PRESETS: dict[str, dict[str, Any]] = {
     "recipe": {},
-    # A 64^3 step takes ~1 s on 2 cores without native bf16: a fixed 40 x 32 steps keeps the run under 30 min
-    # whatever the number of cases (README "Presets"; held-out scores: benchmarks/bench_real.py).
+    # A fixed 40 x 32 steps, so the run's cost does not grow with the cases. A step took ~1 s on 2 AVX-512 Xeon cores
+    # (~21 min a run) but 3.2 s on 2 AVX2-only EPYC cores (69 min: README "What it costs"); held-out scores:
+    # benchmarks/bench_real.py.
     "cpu": {"size": 64, "epochs": 40, "steps_per_epoch": 32, "batch_size": 2, "repeats": 5, "val_every": 10, "augment": "multisite",
             "cpu_bf16": True},
 }

@@ -16,6 +16,7 @@ import numpy as np
 from typer.testing import CliRunner
 
 from gliomaseg.cli import app
+from gliomaseg.labels import REGIONS
 from gliomaseg.model.packaged import DEFAULT_MODEL, INFO_FILE, packaged_models
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,7 +86,7 @@ def test_predict_without_a_model_segments_the_bundled_real_case(tmp_path):
 def _per_case_dice(source: dict) -> dict[str, dict[str, float]]:
     """Held-out lesion-wise Dice per case and region, from real_cv.json (its chosen setup, nested rules) or real_folds.json."""
     if "chosen" in source:
-        return {case: {r: v[0] for r, v in entry["nested"].items()} for case, entry in source["setups"][source["chosen"]]["per_case"].items()}
+        return {case: {r: entry["nested"][r][0] for r in REGIONS} for case, entry in source["setups"][source["chosen"]]["per_case"].items()}
     return source["cases"]
 
 
@@ -100,6 +101,10 @@ def test_the_model_card_and_model_json_carry_the_measured_scores():
         assert stat["low"] <= stat["mean"] <= stat["high"]
         assert f"{stat['mean']:.3f} [{stat['low']:.3f}, {stat['high']:.3f}]" in card, region
     assert recorded["source"] in card
+    source = json.loads((REPO / recorded["source"]).read_text())
+    if "chosen" in source:  # the 28-case cross-validation also counts cavities predicted on pre-operative tumours
+        cavities = source["setups"][source["chosen"]]["false_cavities"]["nested"]
+        assert f"{cavities['cases']} of {cavities['of']} pre-operative cases were given a resection cavity" in card
 
 
 def test_the_wheel_carries_the_model_and_it_loads_installed_with_the_network_blocked(tmp_path):
