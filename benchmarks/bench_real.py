@@ -37,10 +37,11 @@ from gliomaseg.data.synthetic import write_synthetic_dataset
 from gliomaseg.evaluation.protocol import OFFICIAL
 from gliomaseg.inference.predictor import load_model, predict
 from gliomaseg.io.cases import find_case_folders, load_case, read_case_folder
-from gliomaseg.labels import REGIONS, region_mask
+from gliomaseg.labels import REGIONS
 from gliomaseg.postprocessing.rules import PostprocessRules, save_rules
 from gliomaseg.postprocessing.tuning import GRID, ValidationCase, load_validation_cases, starting_rules, tune_rules
 from gliomaseg.preprocessing.cache import cache_config, read_cached_case
+from gliomaseg.report.html_report import label_volumes_ml
 from gliomaseg.visualization.overlays import plot_overlay
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "real-brats"
@@ -150,7 +151,7 @@ def interval(values: list[float], seed: int = 0) -> dict[str, float]:
             "high": round(float(np.percentile(means, 97.5)), 4)}
 
 
-def _case_scores(cases: list[ValidationCase], rules: PostprocessRules) -> dict[str, dict[str, list[float]]]:
+def _case_scores(cases: list[ValidationCase], rules: PostprocessRules) -> dict[str, dict]:
     """Per case and region: [lesion-wise Dice, lesion-wise HD95] after ``rules``; under ``cavity_ml`` the volume
     of predicted resection cavity (every one is false on these pre-operative cases)."""
     scores = {}
@@ -158,7 +159,7 @@ def _case_scores(cases: list[ValidationCase], rules: PostprocessRules) -> dict[s
         prediction = rules.apply(case.prediction)
         rows = OFFICIAL.objective(OFFICIAL.score(prediction, case.truth, case.spacing)[0])
         scores[case.case_id] = {region: [round(rows[region][0], 4), round(rows[region][1], 2)] for region in REGIONS}
-        scores[case.case_id]["cavity_ml"] = round(float(np.count_nonzero(region_mask(prediction, "RC")) * np.prod(case.spacing)) / 1000, 2)
+        scores[case.case_id]["cavity_ml"] = round(label_volumes_ml(prediction, case.spacing)["RC"], 2)
     return scores
 
 

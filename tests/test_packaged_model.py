@@ -93,7 +93,8 @@ def _per_case_dice(source: dict) -> dict[str, dict[str, float]]:
 def test_the_model_card_and_model_json_carry_the_measured_scores():
     model = _default_model()
     recorded = model.info["cross_validation"]
-    per_case = _per_case_dice(json.loads((REPO / recorded["source"]).read_text()))
+    source = json.loads((REPO / recorded["source"]).read_text())
+    per_case = _per_case_dice(source)
     assert recorded["cases"] == len(per_case) >= 16
     card = model.run.model_card.read_text()
     for region, stat in recorded["dice"].items():
@@ -101,7 +102,6 @@ def test_the_model_card_and_model_json_carry_the_measured_scores():
         assert stat["low"] <= stat["mean"] <= stat["high"]
         assert f"{stat['mean']:.3f} [{stat['low']:.3f}, {stat['high']:.3f}]" in card, region
     assert recorded["source"] in card
-    source = json.loads((REPO / recorded["source"]).read_text())
     if "chosen" in source:  # the 28-case cross-validation also counts cavities predicted on pre-operative tumours
         cavities = source["setups"][source["chosen"]]["false_cavities"]["nested"]
         assert f"{cavities['cases']} of {cavities['of']} pre-operative cases were given a resection cavity" in card
