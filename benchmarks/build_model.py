@@ -5,9 +5,7 @@ Run: ``.venv/bin/python benchmarks/build_model.py --work W`` (about an hour on 2
 work tree keeps the run, so a killed build resumes). Seeded: ``train --seed 0``, synthetic cases from
 ``bench_real.SYNTHETIC_SEED``. It reads ``results/real_cv.json`` (``bench_real.py summarise``) for the
 setup, its cross-validated scores and its post-processing rules (tuned on every held-out prediction of
-the cross-validation); until that cross-validation has been run, ``--setup`` names the setup, the card
-quotes the nearest measurement (the cpu preset's 4-fold cross-validation over the first 16 real cases,
-``results/real_folds.json``) as such, and the rules are those tuning starts from. It trains with
+the cross-validation). It trains with
 ``gliomaseg train`` as a user would, scores the result on held-out synthetic post-treatment cases (the
 real ones have no cavity), and writes ``gliomaseg/models/<name>/``:
 ``config.json``, ``best.pt`` (float16 weights and the config, nothing else), ``postprocess.json``,
@@ -27,9 +25,8 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-import numpy as np
 import torch
-from bench_real import DEFAULT_DATA, SETUPS, SYNTHETIC_SEED, TUMOUR_REGIONS, interval, starting_rules_of_run, synthetic_cases
+from bench_real import DEFAULT_DATA, SETUPS, SYNTHETIC_SEED, TUMOUR_REGIONS, synthetic_cases
 from common import RESULTS, machine
 
 from gliomaseg import __version__
@@ -55,9 +52,11 @@ def _link_all(source: Path, target: Path) -> None:
             (target / folder.name).symlink_to(folder.resolve(), target_is_directory=True)
 
 
-def train_model(data: Path, work: Path, options: tuple[str, ...], synthetic: int) -> tuple[RunFolder, list[str], float]:
-    """``gliomaseg train`` on every real case and ``synthetic`` synthetic ones; the run, the command and the seconds
-    its epochs took (summed from metrics.csv, so a build resumed after a kill counts every piece)."""
+def train_model(data: Path, work: Path, options: tuple[str, ...], synthetic: int) -> tuple[RunFolder, list[str], float, dict]:
+    """``gliomaseg train`` on every real case and ``synthetic`` synthetic ones; the run, the command, the seconds
+    its epochs took (summed from metrics.csv, so a build resumed after a kill counts every piece) and where and
+    when they ran (``work/trained_on.json``, written only by a call that trained, so a card rebuilt from a finished
+    run on another machine or day still names the training's)."""
     cases = work / "cases"
     _link_all(data, cases)
     if synthetic:
@@ -66,8 +65,12 @@ def train_model(data: Path, work: Path, options: tuple[str, ...], synthetic: int
     command = ["gliomaseg", "train", str(cases), "--out", str(run.path), "--preset", "cpu", "--val-fraction", "0", "--seed", "0",
                "--resume", *options]
     print(" ".join(command), file=sys.stderr, flush=True)
+    epochs_before = len(run.history())
     subprocess.run([sys.executable, "-m", "gliomaseg", "-q", *command[1:]], check=True)
-    return run, command, sum(float(row["seconds"]) for row in run.history())
+    record = work / "trained_on.json"
+    if len(run.history()) > epochs_before or not record.exists():
+        write_text_atomic(record, json.dumps({"machine": machine(), "date": date.today().isoformat()}) + "\n")
+    return run, command, sum(float(row["seconds"]) for row in run.history()), json.loads(record.read_text())
 
 
 def export(run: RunFolder, target: RunFolder, rules: PostprocessRules, provenance: dict) -> None:
@@ -99,7 +102,7 @@ def _interval_table(stats: dict[str, dict[str, dict]], digits: int) -> list[str]
 class Evidence:
     """What the card can say about the setup on real tumours, and where it comes from."""
 
-    scores: dict  # model.json's "cross_validation": setup, source, folds, cases, dice (and hd95) intervals per region
+    scores: dict  # model.json's "cross_validation": setup, source, folds, cases, dice and hd95 intervals per region
     how: str  # the card's paragraph on how the scores were measured
     rules: PostprocessRules  # what the packaged model's predictions get
     rules_provenance: dict
@@ -134,35 +137,11 @@ def evidence_from_cross_validation(cv: dict) -> Evidence:
                     false_cavities)
 
 
-def evidence_from_earlier_folds(folds: dict, setup: str, run: RunFolder, worst: int = 4) -> Evidence:
-    """Before the 28-case cross-validation exists: the cpu preset's 4-fold cross-validation over the first 16 real
-    cases (``results/real_folds.json``), quoted as such; the rules tuning starts from for this run's grid."""
-    per_case = folds["cases"]
-    scores = {"setup": setup, "source": "benchmarks/results/real_folds.json", "folds": len(folds["folds"]), "cases": len(per_case),
-              "label": f"not measured for this model yet; the cpu preset's {len(folds['folds'])}-fold cross-validation over "
-                       f"{len(per_case)} real cases",
-              "dice": {r: interval([case[r] for case in per_case.values()]) for r in TUMOUR_REGIONS}}
-    how = (f"**Not yet measured for this model.** The {setup} setup's cross-validation over all 28 cases "
-           "(`benchmarks/bench_real.py`) takes about an hour per fold on the 2-core build machine and has not been run. The "
-           f"nearest measurement: the cpu preset's {scores['folds']}-fold cross-validation by patient over the first "
-           f"{scores['cases']} real cases (about 12 training cases per fold, an earlier epoch-based schedule, the rules each run "
-           "tuned on its own validation cases), official BraTS 2024 lesion-wise Dice on the native grid, mean over cases with a "
-           "95 % bootstrap interval over cases (RC left out: these cases have none). The shipped model saw more than twice as "
-           "many real cases; how much that helps is not measured.")
-    order = sorted(per_case, key=lambda c: np.mean([per_case[c][r] for r in TUMOUR_REGIONS]))
-    pictures = [(case, RESULTS / f"real_overlay_{case}.png") for case in order if (RESULTS / f"real_overlay_{case}.png").exists()]
-    shown = [(case, picture, ", ".join(f"{r} {per_case[case][r]:.2f}" for r in TUMOUR_REGIONS)) for case, picture in pictures[:worst]]
-    return Evidence(scores, how, starting_rules_of_run(run.path), {"source": "not tuned: the rules tuning starts from for this grid "
-                                                                     "(tumour and cavity specks erased)"}, shown)
-
-
 def model_card(info: dict, evidence: Evidence) -> str:
     """MODEL_CARD.md from model.json's facts and the evidence on real tumours."""
     scores = evidence.scores
     training = info["training"]
-    table = _interval_table({"lesion-wise Dice": scores["dice"]}, 3)
-    if "hd95" in scores:
-        table += _interval_table({"lesion-wise HD95 (mm)": scores["hd95"]}, 1)
+    table = _interval_table({"lesion-wise Dice": scores["dice"]}, 3) + _interval_table({"lesion-wise HD95 (mm)": scores["hd95"]}, 1)
     lines = [
         f"# {info['name']}: model card",
         "",
@@ -250,23 +229,21 @@ def main() -> None:
     parser.add_argument("--work", type=Path, required=True, help="kept training run and synthetic cases (outside the work tree)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--name", default=DEFAULT_MODEL)
-    parser.add_argument("--setup", choices=list(SETUPS), default="preset64",
-                        help="the setup to train when results/real_cv.json does not exist yet (else its chosen one)")
     parser.add_argument("--synthetic", type=int, help="synthetic cases added (default: the setup's)")
     args = parser.parse_args()
     if not args.data.is_dir():
         sys.exit(f"build_model: no real cases at {args.data}")
-    cv_file = RESULTS / "real_cv.json"
-    cv = json.loads(cv_file.read_text()) if cv_file.exists() else None
-    setup = SETUPS[cv["chosen"] if cv else args.setup]
+    cv = json.loads((RESULTS / "real_cv.json").read_text())
+    setup = SETUPS[cv["chosen"]]
     synthetic = args.synthetic if args.synthetic is not None else setup.synthetic
-    run, command, seconds = train_model(args.data, args.work, setup.options, synthetic)
-    evidence = (evidence_from_cross_validation(cv) if cv else
-                evidence_from_earlier_folds(json.loads((RESULTS / "real_folds.json").read_text()), args.setup, run))
+    run, command, seconds, trained_on = train_model(args.data, args.work, setup.options, synthetic)
+    evidence = evidence_from_cross_validation(cv)
     target = RunFolder(MODELS_DIR / args.name)
     export(run, target, evidence.rules, evidence.rules_provenance)
     config = run.load_config()
-    (target.path / "failures").mkdir(exist_ok=True)
+    # Pictures of an earlier card's worst cases must not ship with this one.
+    shutil.rmtree(target.path / "failures", ignore_errors=True)
+    (target.path / "failures").mkdir()
     for _, picture, _ in evidence.worst:
         shutil.copyfile(picture, target.path / "failures" / picture.name)
     weights = load_checkpoint(target.best_checkpoint)["model"].values()
@@ -280,7 +257,7 @@ def main() -> None:
         "grid": "x".join(map(str, config.preprocess.size)),
         "recipe": (f"{config.train.epochs} epochs x {config.train.steps_per_epoch} steps of batch {config.train.batch_size}, AdamW lr "
                    f"{config.train.lr:g} cosine, Dice + cross-entropy, {config.train.augment} augmentation"),
-        "training": {"command": command, "wall_min": round(seconds / 60, 1), "machine": machine(), "date": date.today().isoformat(),
+        "training": {"command": command, "wall_min": round(seconds / 60, 1), **trained_on,
                      "gliomaseg_version": __version__, "torch": torch.__version__, "python": platform.python_version(),
                      "real_cases": len(find_case_folders(args.data)), "synthetic_cases": synthetic},
         "cross_validation": evidence.scores,

@@ -84,10 +84,8 @@ def test_predict_without_a_model_segments_the_bundled_real_case(tmp_path):
 
 
 def _per_case_dice(source: dict) -> dict[str, dict[str, float]]:
-    """Held-out lesion-wise Dice per case and region, from real_cv.json (its chosen setup, nested rules) or real_folds.json."""
-    if "chosen" in source:
-        return {case: {r: entry["nested"][r][0] for r in REGIONS} for case, entry in source["setups"][source["chosen"]]["per_case"].items()}
-    return source["cases"]
+    """Held-out lesion-wise Dice per case and region, from real_cv.json (its chosen setup, nested rules)."""
+    return {case: {r: entry["nested"][r][0] for r in REGIONS} for case, entry in source["setups"][source["chosen"]]["per_case"].items()}
 
 
 def test_the_model_card_and_model_json_carry_the_measured_scores():
@@ -95,16 +93,15 @@ def test_the_model_card_and_model_json_carry_the_measured_scores():
     recorded = model.info["cross_validation"]
     source = json.loads((REPO / recorded["source"]).read_text())
     per_case = _per_case_dice(source)
-    assert recorded["cases"] == len(per_case) >= 16
+    assert recorded["cases"] == len(per_case) == 28
     card = model.run.model_card.read_text()
     for region, stat in recorded["dice"].items():
         assert abs(stat["mean"] - np.mean([case[region] for case in per_case.values()])) < 1e-4, region
         assert stat["low"] <= stat["mean"] <= stat["high"]
         assert f"{stat['mean']:.3f} [{stat['low']:.3f}, {stat['high']:.3f}]" in card, region
     assert recorded["source"] in card
-    if "chosen" in source:  # the 28-case cross-validation also counts cavities predicted on pre-operative tumours
-        cavities = source["setups"][source["chosen"]]["false_cavities"]["nested"]
-        assert f"{cavities['cases']} of {cavities['of']} pre-operative cases were given a resection cavity" in card
+    cavities = source["setups"][source["chosen"]]["false_cavities"]["nested"]  # predicted on pre-operative tumours
+    assert f"{cavities['cases']} of {cavities['of']} pre-operative cases were given a resection cavity" in card
 
 
 def test_the_wheel_carries_the_model_and_it_loads_installed_with_the_network_blocked(tmp_path):
