@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
-from common import write_results
+from common import median_seconds, write_results
 
 from gliomaseg.io.cases import load_case, read_case_folder
 from gliomaseg.model.device import autocast, cpu_supports_bf16
@@ -29,16 +27,6 @@ from gliomaseg.preprocessing.pipeline import channel_argmax, preprocess_case
 
 CASE = Path(__file__).resolve().parents[1] / "examples" / "data" / "TCGA-DU-7294"
 ADOPT_SPEEDUP, ADOPT_AGREEMENT = 1.5, 0.999
-
-
-def median_seconds(run, repeats: int = 5) -> float:
-    run()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -64,9 +52,9 @@ def main() -> None:
                 return network(image.to(memory_format=torch.channels_last_3d)).float()
 
         reference = torch_fp32()
-        results = {"torch fp32": (median_seconds(torch_fp32), reference)}
+        results = {"torch fp32": (median_seconds(torch_fp32, 5, warm_up=True), reference)}
         if cpu_supports_bf16():
-            results["torch bf16 (what predict runs here)"] = (median_seconds(torch_bf16), torch_bf16())
+            results["torch bf16 (what predict runs here)"] = (median_seconds(torch_bf16, 5, warm_up=True), torch_bf16())
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.onnx"
         torch.onnx.export(network, (image,), str(path), input_names=["image"], output_names=["logits"], opset_version=17, dynamo=False)
@@ -75,7 +63,7 @@ def main() -> None:
         session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         feed = {"image": image.numpy()}
         output = torch.from_numpy(session.run(None, feed)[0])
-        results[f"ONNX Runtime {onnxruntime.__version__} fp32"] = (median_seconds(lambda: session.run(None, feed)), output)
+        results[f"ONNX Runtime {onnxruntime.__version__} fp32"] = (median_seconds(lambda: session.run(None, feed), 5, warm_up=True), output)
     labels = channel_argmax(reference[0])
     base = results["torch fp32"][0]
     rows, details = [], {}

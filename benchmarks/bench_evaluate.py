@@ -29,10 +29,9 @@ import json  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
-import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from common import peak_rss_gb, write_results  # noqa: E402
+from common import median_seconds, peak_rss_gb, write_results  # noqa: E402
 
 from gliomaseg.evaluation.evaluate import CasePair, score_pair  # noqa: E402
 from gliomaseg.evaluation.protocol import BRATS2026, OFFICIAL  # noqa: E402
@@ -72,16 +71,6 @@ def peer_times(python: str | None) -> dict[str, float] | None:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def median_seconds(work) -> float:
-    """Median wall time of ``REPEATS`` calls of ``work``."""
-    times = []
-    for _ in range(REPEATS):
-        started = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--peer-python", help="python interpreter with brats-evaluation installed")
@@ -90,7 +79,7 @@ def main() -> None:
     rows = []
     for pair in csv.DictReader((FIXTURES / "pairs.csv").open()):
         case = CasePair(pair["case_id"], FIXTURES / pair["pred_path"], FIXTURES / pair["gt_path"])
-        ours = {name: median_seconds(lambda: score_pair(case, protocol)) for name, protocol in (("2024", OFFICIAL), ("2026", BRATS2026))}
+        ours = {name: median_seconds(lambda: score_pair(case, protocol), REPEATS) for name, protocol in (("2024", OFFICIAL), ("2026", BRATS2026))}
         official = float(expected[pair["case_id"]]["seconds"])
         rows.append({"case_id": pair["case_id"], "seconds": ours["2024"], "official_seconds": official, "speedup": official / ours["2024"],
                      "seconds_2026": ours["2026"]})

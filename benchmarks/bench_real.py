@@ -41,7 +41,7 @@ from gliomaseg.labels import REGIONS
 from gliomaseg.postprocessing.rules import PostprocessRules, save_rules
 from gliomaseg.postprocessing.tuning import GRID, ValidationCase, load_validation_cases, starting_rules, tune_rules
 from gliomaseg.preprocessing.cache import cache_config, read_cached_case
-from gliomaseg.report.html_report import label_volumes_ml
+from gliomaseg.measurement.volumes import label_volumes_ml
 from gliomaseg.visualization.overlays import plot_overlay
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "real-brats"

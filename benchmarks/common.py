@@ -6,6 +6,9 @@ import json
 import os
 import platform
 import resource
+import statistics
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -32,6 +35,18 @@ def machine() -> str:
     except ImportError:
         pass
     return f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, {cpu}{gpu}, Python {platform.python_version()}"
+
+
+def median_seconds(work: Callable[[], object], repeats: int = 3, warm_up: bool = False) -> float:
+    """Median wall time of ``repeats`` calls of ``work`` (after one untimed call with ``warm_up``)."""
+    if warm_up:
+        work()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
 
 
 def peak_rss_gb() -> float:

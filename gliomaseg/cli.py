@@ -29,6 +29,7 @@ Usual workflows (each command takes --help):
   own scans: prepare EXAMS -o READY -> predict READY -o PREDS -> view
   training:  check DATA -> train DATA -o RUN -> predict NEW -o PREDS -m RUN
   scoring:   evaluate PREDS DATA -o scores.csv
+  follow-up: measure PREDS -o measurements.csv (volumes, bidimensional products over time)
 
 predict uses the packaged model unless -m/--model names another."""
 
@@ -362,7 +363,9 @@ def predict_command(
     save_probabilities: Annotated[bool, typer.Option("--save-probabilities", help="Also write <case>.npz (native-grid probabilities) "
                                                                                   "for `gliomaseg ensemble`.")] = False,
     native: Annotated[bool, typer.Option("--native", help="Cases made by `gliomaseg prepare`: also <case>-native.nii.gz on the "
-                                                          "original t1c's grid and affine.")] = False,
+                                                          "original t1c's grid and affine, and <case>.seg.dcm (DICOM SEG on the "
+                                                          "original t1c series) for exams that came as DICOM.")] = False,
+    no_dicom_seg: Annotated[bool, typer.Option("--no-dicom-seg", help="With --native: no DICOM SEG.")] = False,
 ) -> None:
     """Segment cases; writes <case>.nii.gz on each input's own grid, post-processed by the model's tuned rules."""
     from gliomaseg.inference.predictor import predict
@@ -380,7 +383,7 @@ def predict_command(
                  f": {shipped.summary}" if shipped else "")
     report = predict(input_path, target, model or None, device=device, flip_tta=tta, overwrite=overwrite, fail_fast=fail_fast,
                      shard_spec=_parse_shard(shard), quiet=_state["quiet"], postprocess=rules or not no_postprocess,
-                     save_probabilities=save_probabilities, native=native)
+                     save_probabilities=save_probabilities, native=native, dicom_seg=not no_dicom_seg)
     _finish(report, "predict")
 
 
@@ -446,6 +449,28 @@ def evaluate_command(
                        summary_csv=summary, missing=missing, workers=workers, protocol=scoring, fail_fast=fail_fast,
                        quiet=_state["quiet"], gt_scheme=label_scheme, pred_scheme=pred_label_scheme)
     typer.echo(format_summary(summarise(results), len(results), scoring))
+
+
+@app.command(name="measure")
+@handles_input_errors
+def measure_command(
+    predictions: Annotated[Path, typer.Argument(help="Predictions folder (<exam>.nii.gz; <exam>-native.nii.gz is measured where "
+                                                     "present) or one label map.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Per-exam CSV: volumes, enhancing lesions, sum of products, change over time.")],
+    lesions: Annotated[Optional[Path], typer.Option(help="Per-lesion CSV: each enhancing lesion's diameters, product and ends.")] = None,
+    timepoints: Annotated[Optional[Path], typer.Option(help="CSV of exam, patient, date (YYYY-MM-DD) (default: BraTS names, "
+                                                            "<patient>-<timepoint>).")] = None,
+    exams: Annotated[Optional[Path], typer.Option(help="The exams' case folders: check each label map lies on its exam's grid.")] = None,
+) -> None:
+    """Tumour measurements: volumes of every label and region, RANO-style bidimensional products of the enhancing
+    lesions, and per patient the change from baseline and from the smallest sum (RANO 2.0's thresholds, as measurement
+    categories, not response assessments)."""
+    from gliomaseg.measurement.measure import measure
+
+    measured = measure(predictions, out, lesions_csv=lesions, timepoints=timepoints, exams_dir=exams)
+    patients = len(measured.by_patient())
+    lesions_count = sum(len(e.lesions) for e in measured.exams)
+    typer.echo(f"measured {len(measured.exams)} exam(s) of {patients} patient(s), {lesions_count} enhancing lesion(s): {out}", err=True)
 
 
 postprocess_app = typer.Typer(no_args_is_help=True, help="Tune post-processing rules on validation cases, or apply them to label maps.")
@@ -531,11 +556,13 @@ def report(
     pred: Annotated[Optional[Path], typer.Option(help="Predictions folder (default: SOURCE/predictions).")] = None,
     label_scheme: Annotated[Scheme, typer.Option(help=f"How the case folders' -seg files are written: {SCHEMES_HELP}.")] = "brats2024",
     no_viewer: Annotated[bool, typer.Option("--no-viewer", help="No interactive 3D viewers: one self-contained file.")] = False,
+    timepoints: Annotated[Optional[Path], typer.Option(help="CSV of exam, patient, date for the measurements over time "
+                                                            "(default: BraTS names).")] = None,
 ) -> None:
-    """Write the HTML report: curves, sortable metrics, overlays, a 3D viewer per case, volumes over time."""
+    """Write the HTML report: curves, sortable metrics, overlays, a 3D viewer per case, tumour measurements over time."""
     from gliomaseg.report.html_report import build_report
 
-    typer.echo(str(build_report(source, out, data, pred, label_scheme=label_scheme, viewer=not no_viewer)))
+    typer.echo(str(build_report(source, out, data, pred, label_scheme=label_scheme, viewer=not no_viewer, timepoints=timepoints)))
 
 
 @app.command()

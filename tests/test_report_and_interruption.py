@@ -49,6 +49,7 @@ def test_report_is_self_contained_and_complete(report_source, tmp_path):
     for case_id in case_ids:
         assert case_id in page
     assert "Volumes over time, per patient" in page and "BraTS-GLI-93001" in page
+    assert "Tumour measurements" in page and 'id="measurements"' in page
     assert "class=\"sortable\"" in page and "addEventListener('click'" in page
     assert "Best, median and worst cases" in page
 
@@ -63,6 +64,11 @@ window.addEventListener('load', function(){
               broken: Array.from(document.images).filter(function(i){ return !(i.complete && i.naturalWidth > 0); }).length,
               header: Array.from(table.tHead.rows[0].cells).map(function(c){ return c.textContent; }),
               cases: column(0), wt: column(1)};
+  var measurements = document.getElementById('measurements');
+  seen.measured = Array.from(measurements.tBodies[0].rows).map(function(r){ return r.cells[0].textContent; });
+  seen.measuredHeader = Array.from(measurements.tHead.rows[0].cells).map(function(c){ return c.textContent; });
+  seen.overTime = Array.from(document.images).filter(function(i){ return i.alt.indexOf('over time: ') === 0 && i.naturalWidth > 0; })
+                       .map(function(i){ return i.alt; });
   table.tHead.rows[0].cells[1].click(); seen.ascending = column(1);
   table.tHead.rows[0].cells[1].click(); seen.descending = column(1);
   var out = document.createElement('pre'); out.id = 'reader'; out.textContent = JSON.stringify(seen);
@@ -87,6 +93,9 @@ def test_report_reads_right_in_headless_chromium(report_source, tmp_path):
         truth = {row["case_id"]: float(row["LesionWise_Score_Dice"]) for row in csv.DictReader(table) if row["region"] == "WT"}
     assert sorted(seen["cases"]) == sorted(truth)
     assert [float(v) for v in seen["wt"]] == [round(truth[c], 3) for c in seen["cases"]]  # the numbers the evaluation wrote
+    # the measurement table: one row per predicted case, and a plot per followed patient
+    assert sorted(seen["measured"]) == sorted(truth) and "sum of products (mm²)" in seen["measuredHeader"]
+    assert "over time: BraTS-GLI-93001" in seen["overTime"]
     values = sorted(round(v, 3) for v in truth.values())
     assert [float(v) for v in seen["ascending"]] == values and [float(v) for v in seen["descending"]] == values[::-1]
     shot = tmp_path / "shot.png"

@@ -20,10 +20,12 @@ from conftest import EXAMPLES
 from gliomaseg.cli import app
 from gliomaseg.io.cases import load_case, read_case_folder
 from gliomaseg.io.nifti import save_label_map
-from gliomaseg.report.viewer import brain_crop, files_folder, viewer_case
+from gliomaseg.measurement.bidimensional import enhancing_lesions
+from gliomaseg.report.viewer import brain_crop, files_folder, viewer_case, viewer_panel
 from headless_browser import OFFLINE, WEBGL, chromium, needs_browser
 
 CASE = EXAMPLES / "TCGA-DU-7294"
+ENHANCING_CASE = EXAMPLES / "TCGA-FG-6692"  # the bundled case with enhancing tissue
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 # Run in the page before anything else: collect errors, then open the viewer and report what it drew
@@ -45,6 +47,11 @@ document.addEventListener('DOMContentLoaded', function(){
     seen.withoutPrediction = viewer.snapshot();
     box.checked = true; box.dispatchEvent(new Event('input'));
     seen.predictionBack = viewer.snapshot();
+    var lines = panel.querySelector('.show-diameters');
+    lines.checked = false; lines.dispatchEvent(new Event('input'));
+    seen.withoutDiameters = viewer.snapshot();
+    lines.checked = true; lines.dispatchEvent(new Event('input'));
+    seen.measured = panel.querySelector('.viewer-measured').textContent;
     var sequence = panel.querySelector('.sequence'); sequence.value = 't1c'; sequence.dispatchEvent(new Event('change'));
     seen.t1c = viewer.snapshot();
     seen.resources = Array.from(document.scripts).filter(function(s){ return s.src; }).map(function(s){ return s.src; });
@@ -55,9 +62,9 @@ document.addEventListener('DOMContentLoaded', function(){
 </script>"""
 
 
-def _eroded_prediction(tmp_path: Path) -> Path:
+def _eroded_prediction(tmp_path: Path, case: Path = CASE) -> Path:
     """The consensus label shrunk by two voxels: a prediction that differs from the truth where it can be seen."""
-    truth = nib.load(CASE / "TCGA-DU-7294-seg.nii.gz")
+    truth = nib.load(case / f"{case.name}-seg.nii.gz")
     labels = np.asarray(truth.dataobj).astype(np.uint8)
     labels[~ndimage.binary_erosion(labels > 0, iterations=2)] = 0
     return save_label_map(labels, truth.affine, tmp_path / "pred.nii.gz")
@@ -81,7 +88,8 @@ def test_the_viewer_carries_the_cropped_volumes_with_their_own_values_and_place(
 @needs_browser
 def test_the_viewer_draws_toggles_and_switches_in_headless_chromium_offline(tmp_path):
     page = tmp_path / "view" / "case.html"
-    result = CliRunner().invoke(app, ["-q", "view", str(CASE), "--pred", str(_eroded_prediction(tmp_path)), "-o", str(page), "--no-open"])
+    prediction = _eroded_prediction(tmp_path, ENHANCING_CASE)
+    result = CliRunner().invoke(app, ["-q", "view", str(ENHANCING_CASE), "--pred", str(prediction), "-o", str(page), "--no-open"])
     assert result.exit_code == 0, result.output
     probe = page.with_name("probe.html")
     probe.write_text(page.read_text().replace("<head>", "<head>" + PROBE, 1))
@@ -96,6 +104,8 @@ def test_the_viewer_draws_toggles_and_switches_in_headless_chromium_offline(tmp_
     assert seen["withoutPrediction"]["checksum"] != loaded["checksum"]  # the overlay was on the picture
     assert seen["predictionBack"]["checksum"] == loaded["checksum"]
     assert seen["t1c"]["checksum"] != loaded["checksum"]
+    assert seen["withoutDiameters"]["checksum"] != loaded["checksum"]  # the two diameters were drawn
+    assert re.match(r"largest enhancing lesion: [\d.]+ × [\d.]+ mm on axial slice \d+", seen["measured"]), seen["measured"]
     assert "truth" in seen["readout"] and "prediction" in seen["readout"] and "t2f" in seen["readout"]
     assert len(seen["resources"]) == 2 and all(url.startswith("file://") for url in seen["resources"]), seen["resources"]  # NiiVue, the case
     shot = tmp_path / "viewer.png"
@@ -107,6 +117,26 @@ def test_the_viewer_draws_toggles_and_switches_in_headless_chromium_offline(tmp_
     assert len(np.unique((pixels[..., :3] * 255).astype(np.uint8).reshape(-1, 3), axis=0)) > 200
     if os.environ.get("GLIOMASEG_UPDATE_SCREENSHOTS"):  # how docs/viewer-screenshot.png is made
         shutil.copyfile(shot, DOCS / "viewer-screenshot.png")
+
+
+def test_the_viewer_draws_the_largest_enhancing_lesions_diameters_on_its_measured_slice():
+    case = load_case(read_case_folder(ENHANCING_CASE))
+    viewer = viewer_case(case, case.label)
+    [largest, *_] = enhancing_lesions(case.label, case.affine)
+    assert viewer.measured == largest
+    box = brain_crop(case.image)
+    lines = np.asarray(nib.Nifti1Image.from_bytes(gzip.decompress(viewer.labels["diameters"])).dataobj)
+    drawn = np.argwhere(lines > 0) + [s.start for s in box]
+    assert set(drawn[:, 2]) == {largest.axial_slice}  # on the measured (axial) slice only
+    for value, diameter in ((1, largest.longest), (2, largest.perpendicular)):
+        ends = np.argwhere(lines == value) + [s.start for s in box]
+        # one voxel wide from end to end: as many voxels as the line is long in voxels, give or take its ends
+        assert abs(np.ptp(ends, axis=0).max() - np.abs(np.subtract(diameter.end, diameter.start)).max()) <= 1
+    assert (case.label[tuple(drawn.T)] > 0).mean() > 0.9  # across the lesion, not beside it
+    focus = np.linalg.solve(case.affine, np.array([*viewer.focus, 1.0]))[:3]
+    assert round(focus[2]) == largest.axial_slice
+    panel = viewer_panel(viewer, "files")
+    assert f"{largest.longest.length_mm:.1f} × {largest.perpendicular.length_mm:.1f} mm" in panel and 'class="show-diameters"' in panel
 
 
 def test_report_viewers_load_per_case_and_no_viewer_keeps_one_file(tmp_path):

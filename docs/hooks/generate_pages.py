@@ -28,6 +28,8 @@ BENCHMARKS = {
     "backends": ("Inference engines", "`benchmarks/bench_backends.py`: the packaged model's forward pass in torch and ONNX Runtime."),
     "prepare": ("Raw exams to BraTS-ready cases", "`benchmarks/bench_prepare.py`: each exam in its own process, 2 CPU cores."),
     "evaluate": ("Scoring speed and parity", "`benchmarks/bench_evaluate.py`: both protocols against their reference code, same pairs."),
+    "measure": ("Measurement speed", "`benchmarks/bench_measure.py`: `gliomaseg measure` per exam on the real expert label maps, "
+                "at 1 mm and resampled to 0.9x0.9x4 mm, against reading the label map alone in the same run."),
     "preprocess": ("Preprocessing speed", "`benchmarks/bench_preprocess.py`."),
     "train": ("Training step speed", "`benchmarks/bench_train.py`: seconds per step, loader throughput."),
     "learning": ("Learning on synthetic data", "`benchmarks/bench_learning.py`: held-out lesion-wise Dice against steps, four networks, two targets."),

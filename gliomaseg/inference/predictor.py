@@ -85,13 +85,29 @@ def native_output_path(out_dir: Path, case_id: str) -> Path:
     return out_dir / f"{case_id}-native{NIFTI_SUFFIX}"
 
 
+def model_name(models: Sequence[LoadedModel]) -> str:
+    """How outputs name the model: its run folder's (a packaged model's) name; an ensemble's joined by +."""
+    return "+".join(m.checkpoint.parent.name for m in models)
+
+
+def _dicom_source(folder: Path, scan):
+    """The original DICOM t1c series a SEG will reference, or None (with one line) when the t1c came as NIfTI."""
+    from gliomaseg.io.dicom_seg import source_series
+
+    if scan.dicom_folder is None:
+        log.info("%s: its t1c came as a NIfTI file, so no DICOM SEG (written for exams prepared from DICOM)", folder.name)
+        return None
+    return source_series(scan.dicom_folder, scan.grid.affine, scan.grid.size)
+
+
 def _predict_folder(folder: Path, models: Sequence[LoadedModel], rules: PostprocessRules, out_dir: Path, flip_tta: bool,
-                    save_probabilities: bool, native: bool = False) -> Path:
+                    save_probabilities: bool, native: bool = False, dicom_seg: bool = True) -> Path:
     case = load_case(read_case_folder(folder, allow_missing=accepts_missing_sequences(models)), with_label=False)
-    if native:  # before the network runs: a case that cannot go back fails fast
-        from gliomaseg.preparation.restore import read_original_scan, save_on_original_grid
+    if native:  # before the network runs: a case that cannot go back (or whose DICOM is gone) fails fast
+        from gliomaseg.preparation.restore import onto_original_grid, read_original_scan
 
         scan = read_original_scan(folder)
+        series = _dicom_source(folder, scan) if dicom_seg else None
     _record_missing(case, models, out_dir)
     targets, probabilities = ensemble_probabilities(models, case, flip_tta)
     if save_probabilities:  # first: a case counts as done once its label map exists
@@ -99,7 +115,12 @@ def _predict_folder(folder: Path, models: Sequence[LoadedModel], rules: Postproc
         write_probabilities(probabilities_path(out_dir, case.case_id), saved)
     label_map = rules.apply(targets.decode(probabilities).numpy())
     if native:
-        save_on_original_grid(label_map, case.affine, scan, native_output_path(out_dir, case.case_id))
+        native_labels = onto_original_grid(label_map, case.affine, scan)
+        if series is not None:
+            from gliomaseg.io.dicom_seg import seg_path, write_dicom_seg
+
+            write_dicom_seg(native_labels, series, seg_path(out_dir, case.case_id), model_name(models))
+        save_label_map(native_labels, scan.grid.affine, native_output_path(out_dir, case.case_id), scan.space)
     return save_label_map(label_map, case.affine, output_path(out_dir, case.case_id), case.space)
 
 
@@ -124,6 +145,7 @@ def predict(
     postprocess: bool | Path | str = True,
     save_probabilities: bool = False,
     native: bool = False,
+    dicom_seg: bool = True,
 ) -> BatchReport[Path]:
     """Predict one case folder or every case folder under ``input_path`` into ``out_dir``.
 
@@ -133,7 +155,9 @@ def predict(
     unless ``fail_fast``. ``model``: a run folder, a checkpoint or a packaged model's name (None: the
     default packaged model); several models are an ensemble: their probabilities are averaged. ``postprocess`` as in :func:`load_model` (a LoadedModel keeps its
     own rules; an ensemble's are :func:`ensemble_rules`). ``native`` (cases made by ``gliomaseg
-    prepare``): also ``<out_dir>/<case>-native.nii.gz``, the labels on the original t1c's grid.
+    prepare``): also ``<out_dir>/<case>-native.nii.gz``, the labels on the original t1c's grid, and for
+    exams prepared from DICOM, unless not ``dicom_seg``, ``<out_dir>/<case>.seg.dcm``: a DICOM SEG that
+    references the original t1c series (:mod:`gliomaseg.io.dicom_seg`).
     """
     out_dir = Path(out_dir)
     folders = shard(find_case_folders(input_path), *shard_spec)
@@ -156,7 +180,7 @@ def predict(
         todo,
         name=lambda f: f.name,
         work=partial(_predict_folder, models=models, rules=rules, out_dir=out_dir, flip_tta=flip_tta,
-                     save_probabilities=save_probabilities, native=native),
+                     save_probabilities=save_probabilities, native=native, dicom_seg=dicom_seg),
         desc="predict",
         fail_fast=fail_fast,
         quiet=quiet,

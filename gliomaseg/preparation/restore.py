@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from gliomaseg.errors import InputError
-from gliomaseg.io.nifti import HeaderSpace, load_label_map, save_label_map
+from gliomaseg.io.nifti import NIFTI_SUFFIX, HeaderSpace, load_label_map, save_label_map
 from gliomaseg.preparation.prepare import PREPARE_JSON
 from gliomaseg.preparation.raw_images import Grid, require
 
@@ -22,11 +22,19 @@ from gliomaseg.preparation.raw_images import Grid, require
 @dataclass(frozen=True)
 class OriginalScan:
     """What a prepared case records of the patient's scan: the original t1c's grid and NIfTI
-    header (None for DICOM sources), and the transform from atlas points to t1c points."""
+    header (None for DICOM sources), the transform from atlas points to t1c points, and where the
+    t1c came from (a NIfTI file or a DICOM series folder)."""
 
     grid: Grid
     space: HeaderSpace | None
     atlas_to_t1c: np.ndarray
+    t1c_source: Path | None = None
+
+    @property
+    def dicom_folder(self) -> Path | None:
+        """The original t1c's DICOM series folder, if it came as DICOM (a NIfTI source is a file)."""
+        source = self.t1c_source
+        return source if source is not None and not source.name.endswith((".nii", NIFTI_SUFFIX)) else None
 
 
 def read_original_scan(prepared_case: Path | str) -> OriginalScan:
@@ -37,8 +45,9 @@ def read_original_scan(prepared_case: Path | str) -> OriginalScan:
     try:
         record = json.loads(path.read_text())
         header = record["native_t1c"].get("header")
+        source = record.get("sources", {}).get("t1c")
         return OriginalScan(Grid.from_dict(record["native_t1c"]["grid"]), HeaderSpace.from_dict(header) if header else None,
-                            np.asarray(record["transforms"]["atlas_to_t1c"], float))
+                            np.asarray(record["transforms"]["atlas_to_t1c"], float), Path(source) if source else None)
     except (ValueError, KeyError, TypeError) as err:
         raise InputError(path, f"unreadable prepare record ({err})") from None
 

@@ -1,8 +1,9 @@
 """``gliomaseg report``: one HTML page a colleague can open and read.
 
 Training curves, the per-case metric table (sortable), overlays of the best, median
-and worst cases, an interactive 3D viewer per case (``report/viewer.py``), label volumes in
-mL for every case, and per-patient volumes over time. Images are embedded; the viewers'
+and worst cases, an interactive 3D viewer per case (``report/viewer.py``), tumour measurements
+of every case (volumes, enhancing lesions' diameters and products: ``gliomaseg measure``), and
+per patient the sum of products and the volumes over time. Images are embedded; the viewers'
 volumes sit in a ``<page>_files/`` folder beside the page (``--no-viewer``: one file that can
 be mailed or archived on its own).
 """
@@ -24,9 +25,12 @@ import numpy as np
 from gliomaseg import __version__
 from gliomaseg.errors import InputError
 from gliomaseg.io.atomic import write_text_atomic
-from gliomaseg.io.cases import Case, discover_cases, load_case, patient_id, timepoint
+from gliomaseg.io.cases import Case, discover_cases, load_case
 from gliomaseg.io.nifti import load_label_map
 from gliomaseg.labels import DEFAULT_LABEL_SCHEME, LABEL_COLOURS, LABELS, REGIONS
+from gliomaseg.measurement.longitudinal import CATEGORIES
+from gliomaseg.measurement.measure import Measurements, measure_predictions
+from gliomaseg.measurement.volumes import VOLUME_NAMES
 from gliomaseg.evaluation.protocol import protocol_named
 from gliomaseg.io.nifti import NIFTI_SUFFIX
 from gliomaseg.model.run_folder import RunFolder
@@ -36,7 +40,6 @@ from gliomaseg.visualization.curves import training_curves_figure
 from gliomaseg.visualization.figures import figure_png, plt
 from gliomaseg.visualization.overlays import overlay_figure
 
-VOLUME_LABELS = [LABELS[k] for k in LABELS if k]
 TABLE_REGIONS = tuple(REGIONS)
 
 
@@ -83,15 +86,6 @@ def _read_evaluation(path: Path) -> dict[str, dict[str, dict[str, float]]]:
         for row in csv.DictReader(handle):
             table[row["case_id"]][row["region"]] = {k: float(v) for k, v in row.items() if k not in ("case_id", "region")}
     return dict(table)
-
-
-def label_volumes_ml(label_map: np.ndarray, spacing: tuple[float, float, float]) -> dict[str, float]:
-    """Volume of each label in mL, plus WT (labels 1-3)."""
-    counts = np.bincount(label_map.ravel(), minlength=len(LABELS))
-    voxel_ml = float(np.prod(spacing)) / 1000.0
-    volumes = {LABELS[k]: float(counts[k] * voxel_ml) for k in LABELS if k}
-    volumes["WT"] = sum(float(counts[k] * voxel_ml) for k in REGIONS["WT"])
-    return volumes
 
 
 def _cell(value: float, digits: int = 3) -> str:
@@ -147,46 +141,82 @@ def _ranked_overlays(evaluation: dict[str, dict[str, dict[str, float]]], inputs:
     return "<h2>Best, median and worst cases</h2><p>Ground truth left, prediction right, over FLAIR.</p><div class='row'>" + "".join(parts) + "</div>"
 
 
-def _volumes(inputs: ReportInputs) -> dict[str, dict[str, float]]:
-    volumes = {}
-    if inputs.predictions is None:
-        return volumes
-    for path in sorted(inputs.predictions.glob(f"*{NIFTI_SUFFIX}")):
-        if path.name.startswith("."):
-            continue
-        prediction = load_label_map(path)
-        volumes[path.name[: -len(NIFTI_SUFFIX)]] = label_volumes_ml(prediction.data, prediction.spacing)
-    return volumes
+def _measurements(inputs: ReportInputs, timepoints: Path | None) -> Measurements | None:
+    return measure_predictions(inputs.predictions, timepoints) if inputs.predictions is not None else None
 
 
-def _volumes_section(volumes: dict[str, dict[str, float]]) -> str:
-    if not volumes:
+def _text_cell(value: object) -> str:
+    return f'<td data-v="{html.escape(str(value))}">{html.escape(str(value))}</td>'
+
+
+def _optional_cell(value: float | None) -> str:
+    return _cell(float("nan") if value is None else value, 1)
+
+
+def _measurements_section(measured: Measurements | None) -> str:
+    """One row per exam (volumes, enhancing lesions, sum of products, change), then each exam's lesions."""
+    if measured is None or not measured.exams:
         return ""
-    names = [*VOLUME_LABELS, "WT"]
-    rows = [[f'<td data-v="{html.escape(c)}">{html.escape(c)}</td>'] + [_cell(v[n], 1) for n in names] for c, v in volumes.items()]
-    return "<h2>Predicted volumes (mL)</h2>" + _table(["case", *names], rows)
+    headers = ["exam", "patient", "time", *(f"{n} mL" for n in VOLUME_NAMES), "ET lesions", "measurable", "sum of products (mm²)",
+               "from baseline %", "from nadir %", "category"]
+    rows, details = [], []
+    for patient, series in measured.by_patient().items():
+        for exam in series:
+            change = measured.changes[exam.exam]
+            rows.append([_text_cell(exam.exam), _text_cell(patient), _text_cell(measured.times[exam.exam].label),
+                         *(_cell(exam.volumes_ml[n], 1) for n in VOLUME_NAMES), _cell(len(exam.lesions), 0),
+                         _cell(len(exam.measurable), 0), _cell(exam.sum_of_products_mm2, 1), _optional_cell(change.from_baseline_pct),
+                         _optional_cell(change.from_nadir_pct), f'<td title="{html.escape(CATEGORIES[change.category])}">'
+                                                                f'{html.escape(change.category)}</td>'])
+            if exam.lesions:
+                lesion_rows = [[_cell(lesion.number, 0), _cell(lesion.volume_ml, 2), _cell(lesion.axial_slice, 0),
+                                _cell(lesion.longest.length_mm, 1), _cell(lesion.perpendicular.length_mm, 1),
+                                _cell(lesion.product_mm2, 1), _text_cell("yes" if lesion.measurable else "no")] for lesion in exam.lesions]
+                details.append(f"<details><summary>{html.escape(exam.exam)}: {len(exam.lesions)} enhancing lesion(s)</summary>"
+                               + _table(["lesion", "mL", "axial slice", "longest mm", "perpendicular mm", "product mm²", "measurable"],
+                                        lesion_rows) + "</details>")
+    grids = sorted({exam.grid for exam in measured.exams})
+    return ("<h2>Tumour measurements</h2><p>Volumes of each label and region; each enhancing lesion's longest diameter on the "
+            "axial slice where it is largest and the longest diameter at right angles to it; the sum of the products of the "
+            "measurable ones (both diameters at least 10 mm, on two or more slices; RANO 2.0). Categories name RANO's "
+            "measurement thresholds (+25 % from the smallest earlier sum, -50 % from baseline), not response assessments. "
+            f"Measured on the {' and '.join(grids)} grid{'s' if len(grids) > 1 else ''}.</p>"
+            + _table(headers, rows).replace("<table", '<table id="measurements"', 1) + "".join(details))
 
 
-def _longitudinal_section(volumes: dict[str, dict[str, float]]) -> str:
-    by_patient: dict[str, list[tuple[int, str]]] = defaultdict(list)
-    for case_id in volumes:
-        by_patient[patient_id(case_id)].append((timepoint(case_id), case_id))
-    series = {p: sorted(cases) for p, cases in by_patient.items() if len(cases) > 1}
-    if not series:
+def _over_time_figure(patient: str, series: list, measured: Measurements):
+    """Sum of products and label volumes of one patient's exams, in time order."""
+    fig, (products, volumes) = plt.subplots(1, 2, figsize=(9, 3.2))
+    times = list(range(len(series)))
+    ticks = [measured.times[e.exam].label for e in series]
+    products.plot(times, [e.sum_of_products_mm2 for e in series], marker="o", color="black")
+    for x, exam in zip(times, series):
+        products.annotate(measured.changes[exam.exam].category.replace("_", " "), (x, exam.sum_of_products_mm2), fontsize=6,
+                          textcoords="offset points", xytext=(0, 6), ha="center")
+    products.set(ylabel="sum of products (mm²)", title=f"{patient}: enhancing lesions", ylim=(0, None))
+    for code, name in ((k, LABELS[k]) for k in LABELS if k):
+        volumes.plot(times, [e.volumes_ml[name] for e in series], marker="o", color=LABEL_COLOURS[code], label=name)
+    volumes.set(ylabel="volume (mL)", title=f"{patient}: volumes")
+    volumes.legend(fontsize=7)
+    for axis in (products, volumes):
+        axis.set_xticks(times, ticks, fontsize=7)
+        axis.set_xlabel("exam")
+        axis.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def _over_time_section(measured: Measurements | None) -> str:
+    if measured is None:
+        return ""
+    followed = {p: s for p, s in measured.by_patient().items() if len(s) > 1}
+    if not followed:
         return ""
     parts = ["<h2>Volumes over time, per patient</h2>"]
-    for patient, cases in sorted(series.items()):
-        fig, ax = plt.subplots(figsize=(6, 3.2))
-        times = [t for t, _ in cases]
-        for code, name in ((k, LABELS[k]) for k in LABELS if k):
-            ax.plot(times, [volumes[c][name] for _, c in cases], marker="o", color=LABEL_COLOURS[code], label=name)
-        ax.set(xlabel="timepoint", ylabel="volume (mL)", title=patient, xticks=times)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        rows = [[f"<td>{t:03d}</td>", f"<td>{html.escape(c)}</td>"] + [_cell(volumes[c][n], 1) for n in VOLUME_LABELS] for t, c in cases]
-        parts.append(f"<div class='row'><div>{_table(['timepoint', 'case', *VOLUME_LABELS], rows, sortable=False)}</div>"
-                     f"<div>{_png_tag(figure_png(fig), patient)}</div></div>")
+    for patient, series in followed.items():
+        parts.append(f"<figure class='wide'>{_png_tag(figure_png(_over_time_figure(patient, series, measured)), f'over time: {patient}')}"
+                     f"<figcaption>{html.escape(patient)}: sum of products of measurable enhancing lesions (left) and label "
+                     "volumes (right) per exam</figcaption></figure>")
     return "".join(parts)
 
 
@@ -225,11 +255,12 @@ def _viewer_section(inputs: ReportInputs, label_scheme: str, files_dir: Path) ->
 
 def build_report(
     source: Path | str, out: Path | str, data_dirs: list[Path] | None = None, predictions: Path | None = None, title: str = "gliomaseg report",
-    label_scheme: str = DEFAULT_LABEL_SCHEME, viewer: bool = True,
+    label_scheme: str = DEFAULT_LABEL_SCHEME, viewer: bool = True, timepoints: Path | str | None = None,
 ) -> Path:
     """Write the HTML report for ``source`` to ``out`` (atomically); the case folders' ground truths are read
     in ``label_scheme``. Images are embedded; with ``viewer`` every predicted case also gets an interactive
-    viewer whose volumes go to ``<out stem>_files/`` beside it (without: one self-contained file)."""
+    viewer whose volumes go to ``<out stem>_files/`` beside it (without: one self-contained file). The
+    predictions are measured as ``gliomaseg measure`` measures them (``timepoints``: its exam, patient, date CSV)."""
     source, out = Path(source), Path(out)
     inputs = find_inputs(source, [Path(d) for d in data_dirs] if data_dirs else None, Path(predictions) if predictions else None)
     sections = []
@@ -241,9 +272,9 @@ def build_report(
         sections.append(_ranked_overlays(evaluation, inputs, label_scheme))
     viewers = _viewer_section(inputs, label_scheme, files_folder(out)) if viewer else ""
     sections.append(viewers)
-    volumes = _volumes(inputs)
-    sections.append(_volumes_section(volumes))
-    sections.append(_longitudinal_section(volumes))
+    measured = _measurements(inputs, Path(timepoints) if timepoints else None)
+    sections.append(_measurements_section(measured))
+    sections.append(_over_time_section(measured))
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     page = (
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"

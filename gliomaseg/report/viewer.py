@@ -5,7 +5,9 @@ A page with viewers works opened as a file with the network off: Chromium refuse
 (``<page>_files/cases/<case>.js``) that the page adds with a ``<script>`` tag only when that case's
 viewer is opened; NiiVue itself (vendored, ``assets/niivue``) is loaded the same way, once. The
 volumes are cropped to the brain's bounding box (the affine moved with them, so the overlays stay
-in place) and keep their own values: the crosshair reads real intensities.
+in place) and keep their own values: the crosshair reads real intensities. The largest enhancing
+lesion's two diameters (as ``gliomaseg measure`` finds them) are an overlay of their own, and the
+crosshair starts in that lesion on their slice.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 from gliomaseg.io.atomic import write_text_atomic
 from gliomaseg.io.cases import LoadedCase
 from gliomaseg.labels import LABEL_COLOURS, LABELS, MODALITIES
+from gliomaseg.measurement.bidimensional import EnhancingLesion, enhancing_lesions
 from gliomaseg.report.assets import ASSETS, read_asset
 
 NIIVUE = ASSETS / "niivue" / "niivue.umd.js"
@@ -38,8 +41,9 @@ class ViewerCase:
 
     case_id: str
     sequences: dict[str, bytes]
-    labels: dict[str, bytes]  # "truth" and/or "prediction"
+    labels: dict[str, bytes]  # "truth" and/or "prediction", and "diameters" of the largest enhancing lesion
     focus: tuple[float, float, float] | None = None  # where the crosshair starts, in world mm: the lesion
+    measured: EnhancingLesion | None = None  # the largest enhancing lesion, whose diameters are drawn
 
     @property
     def size_bytes(self) -> int:
@@ -75,8 +79,22 @@ def lesion_focus(label_map: np.ndarray) -> tuple[int, int, int] | None:
     return tuple(int(v) for v in nearest)  # type: ignore[return-value]
 
 
+def diameter_lines(lesion: EnhancingLesion, shape: tuple[int, int, int], offset: tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
+    """A uint8 volume of ``shape`` with the lesion's longest diameter drawn as 1 and its perpendicular one as 2,
+    one voxel wide on the measured slice (``offset``: the volume's corner in the measured map's voxels)."""
+    lines = np.zeros(shape, np.uint8)
+    for value, diameter in ((1, lesion.longest), (2, lesion.perpendicular)):
+        start, end = np.asarray(diameter.start) - offset, np.asarray(diameter.end) - offset
+        steps = int(np.ceil(2 * np.abs(end - start).max())) + 1
+        voxels = np.rint(start + np.linspace(0, 1, steps)[:, None] * (end - start)).astype(int)
+        voxels = voxels[((voxels >= 0) & (voxels < shape)).all(axis=1)]
+        lines[tuple(voxels.T)] = value
+    return lines
+
+
 def viewer_case(case: LoadedCase, prediction: np.ndarray | None = None) -> ViewerCase:
-    """``case``'s sequences and label maps (its own, and ``prediction`` on its grid) as the viewer loads them."""
+    """``case``'s sequences and label maps (its own, and ``prediction`` on its grid) as the viewer loads them,
+    with the two diameters of the shown map's largest enhancing lesion."""
     box = brain_crop(case.image)
     affine = case.affine.copy()
     affine[:3, 3] = case.affine[:3, :3] @ np.array([s.start for s in box]) + case.affine[:3, 3]
@@ -87,9 +105,19 @@ def viewer_case(case: LoadedCase, prediction: np.ndarray | None = None) -> Viewe
     if prediction is not None:
         labels["prediction"] = _gzip_nifti(np.asarray(prediction[box], np.uint8), affine)
     shown = prediction if prediction is not None else case.label
-    voxel = lesion_focus(shown) if shown is not None else None
+    lesions = enhancing_lesions(shown, case.affine) if shown is not None else []
+    measured = lesions[0] if lesions else None
+    if measured is not None:
+        corner = tuple(s.start for s in box)
+        labels["diameters"] = _gzip_nifti(diameter_lines(measured, case.image[0][box].shape, corner), affine)  # type: ignore[arg-type]
+        # inside the lesion on the measured slice, but a quarter of each diameter off both, so that the
+        # crosshair's lines do not hide them
+        longest, across = (np.subtract(d.end, d.start) for d in (measured.longest, measured.perpendicular))
+        voxel = tuple((np.asarray(measured.perpendicular.start) + measured.perpendicular.end) / 2 + (longest + across) / 4)
+    else:
+        voxel = lesion_focus(shown) if shown is not None else None
     focus = tuple(round(float(v), 2) for v in case.affine[:3, :3] @ np.array(voxel) + case.affine[:3, 3]) if voxel else None
-    return ViewerCase(case.case_id, sequences, labels, focus)  # type: ignore[arg-type]
+    return ViewerCase(case.case_id, sequences, labels, focus, measured)  # type: ignore[arg-type]
 
 
 def write_viewer_case(files_dir: Path, viewer: ViewerCase) -> Path:
@@ -130,6 +158,11 @@ def viewer_panel(viewer: ViewerCase, files_href: str, open_now: bool = False, ti
     layouts = "".join(f'<option value="{k}">{v}</option>' for k, v in LAYOUTS.items())
     toggles = "".join(f'<label><input type="checkbox" class="show-{kind}" checked> {"ground truth" if kind == "truth" else kind}</label>'
                       for kind in viewer.labels)
+    lesion = viewer.measured
+    measured = (f'<div class="viewer-measured">largest enhancing lesion: {lesion.longest.length_mm:.1f} × '
+                f'{lesion.perpendicular.length_mm:.1f} mm on axial slice {lesion.axial_slice} ({lesion.volume_ml:.2f} mL; '
+                f'{"measurable" if lesion.measurable else "not measurable"}); diameters drawn in white and cyan</div>'
+                if lesion is not None else "")
     megabytes = viewer.size_bytes * 4 / 3 / 1e6  # base64
     return (f'<details class="viewer-case"{" open" if open_now else ""}><summary>{html.escape(title or viewer.case_id)} '
             f'<span class="meta">({megabytes:.1f} MB, loads when opened)</span></summary>'
@@ -138,7 +171,7 @@ def viewer_panel(viewer: ViewerCase, files_href: str, open_now: bool = False, ti
             '<label>opacity <input type="range" class="opacity" min="0" max="1" step="0.05" value="0.5"></label>'
             f'<label>view <select class="layout">{layouts}</select></label></div>'
             '<div class="viewer-stage"><canvas class="viewer-canvas"></canvas></div>'
-            f'<div class="viewer-location"></div>{_legend()}</div></details>')
+            f'<div class="viewer-location"></div>{measured}{_legend()}</div></details>')
 
 
 def files_folder(page: Path) -> Path:

@@ -35,6 +35,10 @@
     return map;
   }
 
+  // The diameters overlay: 1 the longest diameter (white), 2 the perpendicular one (cyan).
+  var DIAMETERS = {R: [0, 255, 0], G: [0, 255, 255], B: [0, 255, 255], A: [0, 255, 255], I: [0, 1, 2],
+                   labels: ["", "longest diameter", "perpendicular diameter"]};
+
   function labelName(value) {
     var found = settings.labels.filter(function (label) { return label.value === Math.round(value); });
     return found.length ? found[0].name : "background";
@@ -63,7 +67,7 @@
     nv.addVolume(this.sequences[first]);
     for (var kind of Object.keys(this.data.labels)) {
       var overlay = await niivue.NVImage.new(bytes(this.data.labels[kind]), kind + ".nii.gz");
-      overlay.setColormapLabel(labelColormap());
+      overlay.setColormapLabel(kind === "diameters" ? DIAMETERS : labelColormap());
       overlay.opacity = this.opacity();
       this.overlays[kind] = overlay;
       nv.addVolume(overlay);
@@ -93,7 +97,8 @@
     var self = this;
     Object.keys(this.overlays).forEach(function (kind) {
       var box = self.panel.querySelector('.show-' + kind);
-      self.overlays[kind].opacity = box && box.checked ? self.opacity() : 0;
+      var shown = box && box.checked;
+      self.overlays[kind].opacity = shown ? (kind === "diameters" ? 1 : self.opacity()) : 0;
     });
     this.nv.updateGLVolume();
   };
@@ -106,7 +111,7 @@
   Viewer.prototype.bindControls = function () {
     var self = this, panel = this.panel;
     panel.querySelector(".sequence").addEventListener("change", function (event) { self.showSequence(event.target.value); });
-    panel.querySelectorAll(".show-truth, .show-prediction, .opacity").forEach(function (control) {
+    panel.querySelectorAll(".show-truth, .show-prediction, .show-diameters, .opacity").forEach(function (control) {
       control.addEventListener("input", function () { self.refresh(); });
     });
     panel.querySelector(".layout").addEventListener("change", function () { self.applyLayout(); });
@@ -118,6 +123,7 @@
     location.values.forEach(function (entry) {
       var kind = entry.name.replace(/\.nii\.gz$/, "");
       if (kind === "truth" || kind === "prediction") parts.push(kind + " " + labelName(entry.value));
+      else if (kind === "diameters") { if (Math.round(entry.value)) parts.push(DIAMETERS.labels[Math.round(entry.value)]); }
       else parts.push(kind + " " + (Math.round(entry.value * 100) / 100));
     });
     this.panel.querySelector(".viewer-location").textContent = parts.join(" \u00b7 ");

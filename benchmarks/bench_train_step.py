@@ -1,0 +1,97 @@
+"""Where a ``--preset cpu`` training step's time goes: loader, forward, loss, backward, optimiser, and the ops.
+
+Run: ``.venv/bin/python benchmarks/bench_train_step.py [--steps 12]``. Sets the run up as ``gliomaseg train
+--preset cpu`` does (synthetic cases, the preset's 64^3 grid, batch 2, multisite augmentation, VNet3d,
+AdamW, channels-last, bf16 only on CPUs with native bf16) and times each phase of every step after two
+warm-up steps, then profiles the same steps with torch.profiler (self CPU time per op). Nothing else may
+run on the machine meanwhile. Writes ``benchmarks/results/train_step.json`` and ``train_step.md``, named by
+the CPU's widest vector unit: a step costs ~3x more on AVX2-only cores than on AVX-512/bf16 ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from common import machine, write_results
+from torch.profiler import ProfilerActivity, profile
+
+from gliomaseg.config import ExperimentConfig, PreprocessConfig, train_config_for
+from gliomaseg.data.synthetic import write_synthetic_dataset
+from gliomaseg.model.device import autocast, cpu_supports_bf16, memory_format
+from gliomaseg.training.trainer import set_up
+
+PHASES = ("loader", "forward", "loss", "backward", "optimiser")
+
+
+def _steps(setup, count: int) -> list[dict[str, float]]:
+    """Per step, the seconds of each phase (the loader's: waiting for the next batch)."""
+    device, tc = setup.ctx.device, setup.config.train
+    setup.model.train()
+    batches = iter(setup.loader)
+    rows = []
+    while len(rows) < count:
+        clock = {"start": time.perf_counter()}
+        try:
+            batch = next(batches)
+        except StopIteration:
+            batches = iter(setup.loader)
+            batch = next(batches)
+        image = batch["image"].to(device, memory_format=memory_format(device))
+        label = batch["label"].to(device)
+        clock["loader"] = time.perf_counter()
+        setup.optimizer.zero_grad(set_to_none=True)
+        with autocast(device, tc.amp, cpu_bf16=tc.cpu_bf16):
+            logits = setup.model(image)
+        clock["forward"] = time.perf_counter()
+        loss = setup.loss_fn(logits.float(), label)
+        clock["loss"] = time.perf_counter()
+        loss.backward()
+        clock["backward"] = time.perf_counter()
+        setup.optimizer.step()
+        clock["optimiser"] = time.perf_counter()
+        marks = ["start", *PHASES]
+        rows.append({phase: clock[phase] - clock[marks[i]] for i, phase in enumerate(PHASES)})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--cases", type=int, default=6)
+    args = parser.parse_args()
+    torch.set_num_threads(torch.get_num_threads())
+    with tempfile.TemporaryDirectory() as work:
+        data = Path(work) / "data"
+        write_synthetic_dataset(data, args.cases, seed=0)
+        config = ExperimentConfig(PreprocessConfig(size=(64, 64, 64)), train_config_for("cpu", val_fraction=0.0), preset="cpu")
+        setup = set_up(data, Path(work) / "run", config, "cpu", resume=False, workers=0, quiet=True)
+        _steps(setup, 2)
+        rows = _steps(setup, args.steps)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            _steps(setup, 3)
+    per_phase = {p: statistics.median(r[p] for r in rows) for p in PHASES}
+    step = statistics.median(sum(r.values()) for r in rows)
+    ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total_self = sum(e.self_cpu_time_total for e in ops)
+    top = [{"op": e.key, "calls_per_step": round(e.count / 3, 1), "self_s_per_step": round(e.self_cpu_time_total / 3e6, 3),
+            "share": round(e.self_cpu_time_total / total_self, 3)} for e in ops[:12]]
+    bf16 = setup.config.train.cpu_bf16 and cpu_supports_bf16()
+    headline = {"s_per_step": round(step, 3), "steps_per_s": round(1 / step, 3), "bf16": bf16,
+                "minutes_per_cpu_preset_run": round(step * 40 * 32 / 60, 1)}
+    table = [f"`--preset cpu` step (VNet3d, batch 2, 64^3, {'bf16' if bf16 else 'fp32'}), median of {args.steps} steps after 2 warm-up steps; "
+             f"{torch.get_num_threads()} threads.", "",
+             "| phase | s/step | share |", "|---|---|---|"]
+    table += [f"| {p} | {per_phase[p]:.3f} | {per_phase[p] / step:.0%} |" for p in PHASES]
+    table += [f"| **step** | **{step:.3f}** ({1 / step:.2f} steps/s; a 1,280-step run: {step * 1280 / 60:.0f} min) | |", "",
+              "Ops by self CPU time (torch.profiler, 3 steps):", "", "| op | calls/step | s/step | share |", "|---|---|---|---|"]
+    table += [f"| `{t['op']}` | {t['calls_per_step']:g} | {t['self_s_per_step']:.3f} | {t['share']:.0%} |" for t in top]
+    write_results("train_step", headline, {"machine_detail": machine(), "phases_s": per_phase, "steps": rows, "top_ops": top}, table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Tumour measurements from label maps: volumes, RANO-style bidimensional products, change over time."""
