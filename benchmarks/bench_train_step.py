@@ -11,7 +11,10 @@ the CPU's widest vector unit: a step costs ~3x more on AVX2-only cores than on A
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,6 +29,18 @@ from gliomaseg.model.device import autocast, cpu_supports_bf16, memory_format
 from gliomaseg.training.trainer import set_up
 
 PHASES = ("loader", "forward", "loss", "backward", "optimiser")
+
+# Two VNet3d training steps as the cpu preset runs them, in a process of their own with oneDNN's verbose log on:
+# which of oneDNN's implementations each convolution pass ran on (they differ by CPU: jit/brgemm kernels need
+# the instruction set and, on AVX2, blocked layouts; the generic gemm path takes any layout).
+_ONEDNN_PROBE = """
+import torch
+from gliomaseg.model.vnet3d import VNet3d
+net = VNet3d(4, 5).to(memory_format=torch.channels_last_3d)
+x = torch.randn(2, 4, 64, 64, 64).to(memory_format=torch.channels_last_3d)
+for _ in range(2):
+    net(x).float().mean().backward()
+"""
 
 
 def _steps(setup, count: int) -> list[dict[str, float]]:
@@ -59,6 +74,20 @@ def _steps(setup, count: int) -> list[dict[str, float]]:
     return rows
 
 
+def onednn_passes() -> list[dict]:
+    """Milliseconds per step of each (convolution pass, oneDNN implementation), from the probe's second step."""
+    env = {**os.environ, "ONEDNN_VERBOSE": "1"}
+    log = subprocess.run([sys.executable, "-c", _ONEDNN_PROBE], capture_output=True, text=True, env=env, check=True).stdout
+    runs = [line.split(",") for line in log.splitlines() if line.startswith("onednn_verbose") and ",exec,cpu," in line]
+    convolutions = [r for r in runs if r[5] in ("convolution", "deconvolution")]
+    second = convolutions[len(convolutions) // 2:]
+    totals: dict[tuple[str, str], float] = {}
+    for r in second:
+        key = (f"{r[5]} {r[7]}", r[6])
+        totals[key] = totals.get(key, 0.0) + float(r[-1])
+    return [{"pass": k[0], "implementation": k[1], "ms_per_step": round(v, 1)} for k, v in sorted(totals.items(), key=lambda kv: -kv[1])]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=12)
@@ -90,7 +119,12 @@ def main() -> None:
     table += [f"| **step** | **{step:.3f}** ({1 / step:.2f} steps/s; a 1,280-step run: {step * 1280 / 60:.0f} min) | |", "",
               "Ops by self CPU time (torch.profiler, 3 steps):", "", "| op | calls/step | s/step | share |", "|---|---|---|---|"]
     table += [f"| `{t['op']}` | {t['calls_per_step']:g} | {t['self_s_per_step']:.3f} | {t['share']:.0%} |" for t in top]
-    write_results("train_step", headline, {"machine_detail": machine(), "phases_s": per_phase, "steps": rows, "top_ops": top}, table)
+    passes = onednn_passes()
+    table += ["", "oneDNN's convolution implementations (ONEDNN_VERBOSE, one step of the bare network):", "",
+              "| pass | implementation | ms/step |", "|---|---|---|"]
+    table += [f"| {p['pass']} | `{p['implementation']}` | {p['ms_per_step']:.0f} |" for p in passes]
+    write_results("train_step", headline, {"machine_detail": machine(), "phases_s": per_phase, "steps": rows, "top_ops": top,
+                                           "onednn_passes": passes}, table)
 
 
 if __name__ == "__main__":

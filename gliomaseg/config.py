@@ -97,8 +97,9 @@ class TrainConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     "recipe": {},
     # A fixed 40 x 32 steps, so the run's cost does not grow with the cases. A step took ~1 s on 2 AVX-512 Xeon cores
-    # (~21 min a run) but 3.2 s on 2 AVX2-only EPYC cores (69 min: README "What it costs"); held-out scores:
-    # benchmarks/bench_real.py.
+    # (~21 min a run) but 2.0-3.2 s on 2 AVX2-only EPYC cores (44-69 min: two such machines; README "What it costs"):
+    # on AVX2 two thirds of a step is the backward pass, whose weight gradients oneDNN computes on its generic gemm
+    # path (benchmarks/bench_train_step.py); held-out scores: benchmarks/bench_real.py.
     "cpu": {"size": 64, "epochs": 40, "steps_per_epoch": 32, "batch_size": 2, "repeats": 5, "val_every": 10, "augment": "multisite",
             "cpu_bf16": True},
 }

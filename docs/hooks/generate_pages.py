@@ -32,6 +32,8 @@ BENCHMARKS = {
                 "at 1 mm and resampled to 0.9x0.9x4 mm, against reading the label map alone in the same run."),
     "preprocess": ("Preprocessing speed", "`benchmarks/bench_preprocess.py`."),
     "train": ("Training step speed", "`benchmarks/bench_train.py`: seconds per step, loader throughput."),
+    "train_step": ("Where a cpu-preset training step goes", "`benchmarks/bench_train_step.py`: `--preset cpu` steps split into "
+                   "loader, forward, loss, backward and optimiser, the ops by self time, and oneDNN's kernel for each convolution pass."),
     "learning": ("Learning on synthetic data", "`benchmarks/bench_learning.py`: held-out lesion-wise Dice against steps, four networks, two targets."),
     "learning_augment": ("Augmentation on synthetic data", "`benchmarks/bench_learning.py --augment basic multisite`."),
     "inference": ("Inference options", "`benchmarks/bench_inference.py`: tuned rules, ensembles, missing sequences."),
