@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 from common import RESULTS, write_results
 
+from gliomaseg.data.carved_cavities import write_carved_cases
 from gliomaseg.data.splits import kfold_by_patient
 from gliomaseg.data.synthetic import write_synthetic_dataset
 from gliomaseg.evaluation.protocol import OFFICIAL
@@ -58,9 +59,12 @@ class Setup:
 
     options: tuple[str, ...] = ()
     synthetic: int = SHIPPED_SYNTHETIC
+    carved: int = 0
+    """Cavities carved into each of the fold's own training cases (``gliomaseg synth --from``), trained on beside them."""
 
     def describe(self) -> str:
         parts = [" ".join(self.options) or "(the preset)"] + ([f"+ {self.synthetic} synthetic cases"] if self.synthetic else [])
+        parts += [f"+ {self.carved} carved case(s) per training case"] if self.carved else []
         return " ".join(parts)
 
 
@@ -72,10 +76,14 @@ SETUPS: dict[str, Setup] = {
     "grid96": Setup(("--size", "96")),
     "long64": Setup(("--epochs", "160")),
     "real64": Setup(synthetic=0),
+    "carved64": Setup(synthetic=0, carved=1),
 }
 """Setup name -> how it differs from ``train --preset cpu --val-fraction 0`` (the preset: 64^3, 40 epochs of
 32 steps of batch 2, AdamW 1e-3 cosine, multisite augmentation, label targets) plus the shipped
-synthetic cases; ``real64`` leaves those out, to see what they cost on real tumours."""
+synthetic cases; ``real64`` leaves those out, to see what they cost on real tumours; ``carved64`` learns the cavity
+from the fold's own training cases with a cavity carved in (never from a held-out patient's anatomy) instead.
+Every fold with carved training cases also carves one into each held-out case (``held_out_carved``) and predicts
+it, so the cavity is scored on anatomy the model never saw."""
 
 SYNTHETIC_SEED = 2024
 
@@ -119,6 +127,10 @@ def run_fold(data: Path, setup: str, fold: int, split: dict[str, list[str]], wor
         return
     spec = SETUPS[setup]
     train_dir = _linked_cases(data, split["train"], fold_dir / "train")
+    if spec.carved:
+        carved = fold_dir / "carved"
+        write_carved_cases(_linked_cases(data, split["train"], fold_dir / "train_hosts"), carved, spec.carved, seed=seed)
+        _linked_cases(carved, [f.name for f in find_case_folders(carved)], train_dir)
     if spec.synthetic:
         synthetic = synthetic_cases(work, spec.synthetic)
         _linked_cases(synthetic, [f.name for f in find_case_folders(synthetic)], train_dir)
@@ -133,8 +145,13 @@ def run_fold(data: Path, setup: str, fold: int, split: dict[str, list[str]], wor
     finally:
         _record_seconds(fold_dir, "train_s", time.perf_counter() - started)
     started = time.perf_counter()
-    predict(held_out, fold_dir / "pred", load_model(run_dir, "cpu", postprocess=False), quiet=True, fail_fast=True)
+    model = load_model(run_dir, "cpu", postprocess=False)
+    predict(held_out, fold_dir / "pred", model, quiet=True, fail_fast=True)
     _record_seconds(fold_dir, "predict_s", time.perf_counter() - started)
+    if spec.carved:
+        held_out_carved = write_carved_cases(held_out, fold_dir / "held_out_carved", 1, seed=seed + 1)
+        predict(fold_dir / "held_out_carved", fold_dir / "pred_carved", model, quiet=True, fail_fast=True)
+        print(f"{len(held_out_carved)} carved held-out cases predicted", file=sys.stderr)
     (fold_dir / "done.json").write_text(json.dumps({"setup": setup, "fold": fold, "setup_spec": spec.describe(), **split}, indent=2) + "\n")
 
 

@@ -168,12 +168,23 @@ def synth(
     cases: Annotated[int, typer.Option(min=1, help="Number of cases (patients with two timepoints count twice).")] = 4,
     seed: Annotated[int, typer.Option(help="Random seed: the same seed writes the same cases.")] = 0,
     shape: Annotated[tuple[int, int, int], typer.Option(help="Grid, e.g. 240 240 155 for SRI-24.")] = (182, 218, 182),
+    from_cases: Annotated[Optional[Path], typer.Option("--from", help="Labelled pre-operative cases: carve a resection cavity "
+                                                                      "where each one's tumour is, on its real anatomy "
+                                                                      "(--cases and --shape do not apply).")] = None,
+    per_case: Annotated[int, typer.Option(min=1, help="With --from: carved cases per host case.")] = 1,
     workers: Workers = 1,
 ) -> None:
-    """Write synthetic post-treatment cases in BraTS layout (with -seg)."""
+    """Write synthetic post-treatment cases in BraTS layout (with -seg): whole synthetic heads, or with --from
+    cavities carved into real cases."""
+    target = _output(out, legacy_out, "synth")
+    if from_cases is not None:
+        from gliomaseg.data.carved_cavities import write_carved_cases
+
+        folders = write_carved_cases(from_cases, target, per_case=per_case, seed=seed, workers=workers, quiet=_state["quiet"])
+        typer.echo(f"wrote {len(folders)} carved cases to {target}", err=True)
+        return
     from gliomaseg.data.synthetic import write_synthetic_dataset
 
-    target = _output(out, legacy_out, "synth")
     folders = write_synthetic_dataset(target, cases, seed=seed, shape=shape, workers=workers, quiet=_state["quiet"])
     typer.echo(f"wrote {len(folders)} cases to {target}", err=True)
 

@@ -23,6 +23,9 @@ BENCHMARKS = {
                 "Of the setups it compares, only the 64^3 preset (the packaged model's) has been run over all 28 cases, about 70 "
                 "minutes of training a fold on 2 AVX2 cores; the others (finer grid, patches, longer training, region targets, "
                 "T1c-T1n channel, no synthetic cases) wait for a GPU."),
+    "carved": ("Resection cavities carved into real anatomy", "`benchmarks/bench_carved.py`: the packaged model on cavities "
+               "carved (`gliomaseg synth --from`) into the bundled real cases, which it never trained on, and on their "
+               "pre-operative hosts."),
     "predict": ("Prediction speed", "`benchmarks/bench_predict.py`: one 240x240x155 case, load to label map on disk, 2 CPU cores."),
     "journey": ("One raw exam, start to finish", "`benchmarks/bench_journey.py`: prepare, predict with the packaged model, score."),
     "backends": ("Inference engines", "`benchmarks/bench_backends.py`: the packaged model's forward pass in torch and ONNX Runtime."),

@@ -72,3 +72,26 @@ def overlay_figure(
 def plot_overlay(image: np.ndarray, prediction: np.ndarray, path: Path | str, **kwargs) -> Path:
     """Write :func:`overlay_figure` to ``path`` as PNG (keyword arguments as there)."""
     return save_figure(overlay_figure(image, prediction, **kwargs), path)
+
+
+def sequences_figure(cases: list[tuple[str, np.ndarray, np.ndarray]], centre: tuple[int, int, int], alpha: float = 0.4) -> plt.Figure:
+    """One row per (title, image (4, X, Y, Z), labels): the four sequences on the axial slice through ``centre``,
+    then the labels over FLAIR; each sequence keeps one intensity window down its column, so rows compare."""
+    fig, axes = plt.subplots(len(cases), len(MODALITIES) + 1, figsize=(2.3 * (len(MODALITIES) + 1), 2.5 * len(cases)), squeeze=False)
+    windows = [_background_window(cases[0][1][c]) for c in range(len(MODALITIES))]
+    for row, (title, image, labels) in enumerate(cases):
+        for col in range(len(MODALITIES) + 1):
+            ax = axes[row, col]
+            channel = col if col < len(MODALITIES) else MODALITIES.index("t2f")
+            low, high = windows[channel]
+            ax.imshow(_plane(image[channel], 2, centre[2]), cmap="gray", vmin=low, vmax=high, interpolation="nearest")
+            if col == len(MODALITIES):
+                ax.imshow(_plane(labels, 2, centre[2]), cmap=_CMAP, vmin=0, vmax=len(LABELS) - 1, alpha=alpha, interpolation="nearest")
+            ax.set_axis_off()
+            if row == 0:
+                ax.set_title(MODALITIES[col] if col < len(MODALITIES) else "labels", fontsize=11)
+        axes[row, 0].text(-0.06, 0.5, title, transform=axes[row, 0].transAxes, rotation=90, va="center", ha="right", fontsize=10)
+    handles = [Patch(color=LABEL_COLOURS[k], label=f"{k} {LABELS[k]}") for k in sorted(LABEL_COLOURS)]
+    fig.legend(handles=handles, loc="lower center", ncol=4, frameon=False, fontsize=9)
+    fig.tight_layout(rect=(0.03, 0.05, 1, 1))
+    return fig
