@@ -10,6 +10,10 @@ checkpoint is the model), then ``predict`` segments the held-out fold from its r
 post-processing. A killed run is resumed from its last checkpoint (``train --resume``); a
 finished fold is skipped. Runs live in ``W/<setup>/fold<K>/``, outside the work tree.
 
+``bench_real.py screen --work W --setups S`` scores the folds of S done so far against preset64's per-case
+scores in ``results/real_cv.json`` (raw predictions, paired per case): to drop a candidate early, before
+all its folds are run. Writes ``results/real_screen.{json,md}``.
+
 ``bench_real.py summarise --work W`` trains nothing. It scores every held-out prediction with the
 official BraTS 2024 lesion-wise protocol on the native grid, then the same predictions after
 post-processing rules tuned *without* the scored fold (for fold K on the other folds'
@@ -308,10 +312,59 @@ def summarise(args: argparse.Namespace) -> None:
                                         "chosen": chosen, "setups": results, "overlays": overlays}, lines)
 
 
+def screen_setup(setup: str, work: Path, folds: int, baseline: dict[str, dict]) -> dict | None:
+    """A setup's raw held-out scores on the folds done so far, per case against ``baseline``'s (the same cases' raw
+    scores in results/real_cv.json); with carved held-out cases, their RC. None before any fold is done."""
+    done = [k for k in range(folds) if (work / setup / f"fold{k}" / "done.json").exists()]
+    if not done:
+        return None
+    per_case: dict[str, dict] = {}
+    carved: dict[str, float] = {}
+    for k in done:
+        fold_dir = work / setup / f"fold{k}"
+        scores, cavities = _case_scores(load_validation_cases(fold_dir / "pred", fold_dir / "held_out"), PostprocessRules())
+        for case_id, regions in scores.items():
+            per_case[case_id] = {"fold": k, "raw": regions, "cavity_ml": cavities[case_id]}
+        if (fold_dir / "pred_carved").is_dir():
+            carved_scores, _ = _case_scores(load_validation_cases(fold_dir / "pred_carved", fold_dir / "held_out_carved"), PostprocessRules())
+            carved.update({case_id: regions["RC"][0] for case_id, regions in carved_scores.items()})
+    # the per-case differences' bootstrap interval is the paired one: each resample keeps a case's two scores together
+    gains = {region: interval([per_case[c]["raw"][region][0] - baseline[c]["raw"][region][0] for c in per_case]) for region in REGIONS}
+    return {"setup": SETUPS[setup].describe(), "folds_done": done, "cases": len(per_case), "paired_gain_raw": gains,
+            "false_cavities_raw": {"cases": sum(e["cavity_ml"] > 0 for e in per_case.values()), "of": len(per_case),
+                                   "largest_ml": max(e["cavity_ml"] for e in per_case.values())},
+            "baseline_false_cavities_raw": sum(baseline[c]["cavity_ml"]["raw"] > 0 for c in per_case),
+            "carved_rc_dice": interval(list(carved.values())) if carved else None, "carved_rc_per_case": carved, "per_case": per_case}
+
+
+def screen(args: argparse.Namespace) -> None:
+    baseline = json.loads((RESULTS / "real_cv.json").read_text())["setups"][args.baseline]["per_case"]
+    results = {setup: r for setup in args.setups if setup != args.baseline
+               and (r := screen_setup(setup, args.work, args.folds, baseline)) is not None}
+    if not results:
+        sys.exit(f"bench_real: no fold of {', '.join(args.setups)} is done in {args.work}")
+    lines = [f"Screens against {args.baseline} on the same patient-wise folds (seed {args.seed}): raw held-out predictions (no "
+             "post-processing), official 2024 lesion-wise Dice; per region the mean per-case difference from "
+             f"{args.baseline} (results/real_cv.json) with a 95 % paired bootstrap interval over cases. A screen covers only "
+             "the folds done so far: a candidate ships on all folds.", "",
+             "| setup | folds | cases | " + " | ".join(TUMOUR_REGIONS) + " | false cavities (baseline) | RC Dice, held-out carved |",
+             "|---|---|---|" + "---|" * len(TUMOUR_REGIONS) + "---|---|"]
+    for name, r in results.items():
+        cavities = r["false_cavities_raw"]
+        rc = _cell(r["carved_rc_dice"], 3) if r["carved_rc_dice"] else "-"
+        lines.append(f"| {name} | {','.join(map(str, r['folds_done']))} | {r['cases']} | "
+                     + " | ".join(f"{r['paired_gain_raw'][g]['mean']:+.3f} [{r['paired_gain_raw'][g]['low']:+.3f}, "
+                                  f"{r['paired_gain_raw'][g]['high']:+.3f}]" for g in TUMOUR_REGIONS)
+                     + f" | {cavities['cases']} of {cavities['of']}, largest {cavities['largest_ml']:.1f} mL "
+                       f"({r['baseline_false_cavities_raw']}) | {rc} |")
+    headline = {name: {g: r["paired_gain_raw"][g]["mean"] for g in TUMOUR_REGIONS} for name, r in results.items()}
+    write_results("real_screen", headline, {"baseline": args.baseline, "setups": results}, lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="step", required=True)
-    for name in ("run", "summarise"):
+    for name in ("run", "summarise", "screen"):
         step = sub.add_parser(name)
         step.add_argument("--data", type=Path, default=DEFAULT_DATA)
         step.add_argument("--work", type=Path, required=True, help="where the runs and predictions are kept (outside the work tree)")
@@ -321,6 +374,8 @@ def main() -> None:
         if name == "summarise":
             step.add_argument("--chosen", choices=list(SETUPS), help="the setup to report per case (default: the best tumour-region mean)")
             step.add_argument("--worst", type=int, default=4, help="overlays of this many of the chosen setup's worst cases")
+        if name == "screen":
+            step.add_argument("--baseline", default="preset64", help="the setup of results/real_cv.json to pair against")
     args = parser.parse_args()
     if not args.data.is_dir():
         print(f"bench_real: skipped, no real cases at {args.data} (give the folder with --data)", file=sys.stderr)
@@ -330,6 +385,8 @@ def main() -> None:
         for setup in args.setups:
             for fold, split in enumerate(splits):
                 run_fold(args.data, setup, fold, split, args.work, args.seed)
+    elif args.step == "screen":
+        screen(args)
     else:
         summarise(args)
 
