@@ -40,6 +40,7 @@ import numpy as np
 from scipy import ndimage
 
 from gliomaseg.batch import run_batch
+from gliomaseg.data.synthetic import ellipsoid_distance
 from gliomaseg.errors import InputError
 from gliomaseg.io.cases import Case, LoadedCase, discover_cases, load_case, patient_id
 from gliomaseg.io.nifti import NIFTI_SUFFIX, save_image, save_label_map
@@ -133,6 +134,35 @@ def _tissue_median(image: np.ndarray, where: np.ndarray, fallback: np.ndarray, p
     return np.array([np.percentile(image[c][fallback], percentile) for c in range(image.shape[0])])
 
 
+@dataclass(frozen=True)
+class HostTissue:
+    """What every carving of one host reads from it: computed once per host, however many cavities are carved."""
+
+    brain: np.ndarray
+    inner: np.ndarray  # the brain more than WALL_MARGIN_MM inside its edge: where a cavity may go
+    tumour: np.ndarray  # its whole tumour
+    fluid: dict[str, tuple[float, float]]  # _fluid_intensities
+    white_matter_flair: float
+    healthy: np.ndarray  # per sequence, the median of the healthy brain (what settled blood is drawn against)
+    enhancing: np.ndarray  # per sequence, the median of its enhancing tumour (what residual enhancement takes)
+
+
+def host_tissue(case: LoadedCase) -> HostTissue:
+    """The host's brain, where a cavity may lie, and the intensities a carving fills with."""
+    spacing = np.asarray(case.spacing, float)
+    brain = brain_mask(case.image)
+    tumour = region_mask(case.label, "WT")
+    return HostTissue(
+        brain=brain,
+        inner=ndimage.distance_transform_edt(brain, sampling=spacing) > WALL_MARGIN_MM,
+        tumour=tumour,
+        fluid=_fluid_intensities(case.image, brain, tumour),
+        white_matter_flair=float(np.percentile(case.image[CHANNEL["t2f"]][brain & ~tumour], 60)),
+        healthy=_tissue_median(case.image, brain & ~tumour, brain, 50),
+        enhancing=_tissue_median(case.image, case.label == 3, brain, 97),
+    )
+
+
 def _cavity_shape(core: np.ndarray, spacing: np.ndarray, plan: CavityPlan, rng: np.random.Generator) -> np.ndarray:
     """A perturbed, partly collapsed ellipsoid over the tumour core's extent (computed in a box around it)."""
     points = np.argwhere(core)
@@ -144,8 +174,7 @@ def _cavity_shape(core: np.ndarray, spacing: np.ndarray, plan: CavityPlan, rng: 
     reach = radii_mm * (1 + 2 * plan.wobble) / spacing + 2
     box = tuple(slice(max(0, int(c - r)), min(n, int(np.ceil(c + r)) + 1)) for c, r, n in zip(centre, reach, core.shape))
     local = tuple(b.stop - b.start for b in box)
-    grids = np.ogrid[tuple(slice(0, n) for n in local)]
-    distance = np.sqrt(sum(((g + b.start - c) * s / r) ** 2 for g, b, c, s, r in zip(grids, box, centre, spacing, radii_mm)))
+    distance = ellipsoid_distance(local, centre - [b.start for b in box], radii_mm / spacing)
     shape = np.zeros(core.shape, bool)
     shape[box] = distance * (1 + plan.wobble * _smooth_noise(local, rng)) < 1.0
     return shape
@@ -157,8 +186,9 @@ def _texture(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
     return noise / max(float(noise.std()), 1e-6)
 
 
-def carve_cavity(case: LoadedCase, seed: int, index: int = 0) -> CarvedCase:
-    """Carve one resection cavity into a labelled pre-operative case (see the module's doc)."""
+def carve_cavity(case: LoadedCase, seed: int, index: int = 0, tissue: HostTissue | None = None) -> CarvedCase:
+    """Carve one resection cavity into a labelled pre-operative case (see the module's doc); ``tissue`` is the
+    case's :func:`host_tissue`, given when several cavities are carved into one host."""
     if case.label is None:
         raise InputError(case.case_id, "has no label map: a cavity is carved where its tumour is")
     core = region_mask(case.label, "TC")
@@ -167,14 +197,12 @@ def carve_cavity(case: LoadedCase, seed: int, index: int = 0) -> CarvedCase:
     rng = np.random.default_rng([seed, index, zlib.crc32(case.case_id.encode())])
     plan = CavityPlan.draw(rng)
     spacing = np.asarray(case.spacing, float)
-    brain = brain_mask(case.image)
-    inner = ndimage.distance_transform_edt(brain, sampling=spacing) > WALL_MARGIN_MM
-    carved = _cavity_shape(core, spacing, plan, rng) & inner
+    tissue = tissue or host_tissue(case)
+    carved = _cavity_shape(core, spacing, plan, rng) & tissue.inner
     carved = cc3d.largest_k(carved, k=1, connectivity=26) > 0 if carved.any() else carved
     voxel_ml = float(np.prod(spacing)) / 1000
     if carved.sum() * voxel_ml < MIN_CAVITY_ML:
         raise InputError(case.case_id, "the tumour core lies too close to the brain's edge for a cavity")
-    tumour = region_mask(case.label, "WT")
     image, label = case.image.copy(), case.label.copy()
     depth = ndimage.distance_transform_edt(carved, sampling=spacing)
     wall = carved & (depth <= plan.residual_mm)
@@ -186,16 +214,14 @@ def carve_cavity(case: LoadedCase, seed: int, index: int = 0) -> CarvedCase:
         enhancing = wall & (side > np.percentile(side[wall], rng.uniform(30, 70)))
     elif plan.residual == "nodule":
         seed_voxel = np.argwhere(wall)[rng.integers(int(wall.sum()))]
-        grids = np.ogrid[tuple(slice(0, s) for s in carved.shape)]
-        enhancing = carved & (np.sqrt(sum(((g - c) * s) ** 2 for g, c, s in zip(grids, seed_voxel, spacing))) < plan.residual_mm)
+        enhancing = carved & (ellipsoid_distance(carved.shape, seed_voxel, 1 / spacing) < plan.residual_mm)
     fluid = carved & ~enhancing
-    fill = _fluid_intensities(case.image, brain, tumour)
-    white_matter_flair = np.percentile(case.image[CHANNEL["t2f"]][brain & ~tumour], 60)
+    fill = tissue.fluid
     box = ndimage.find_objects(carved.astype(np.uint8))[0]
     for modality, channel in CHANNEL.items():
         mean, spread = fill[modality]
         if modality == "t2f":
-            mean = mean + plan.flair_protein * (white_matter_flair - mean)
+            mean = mean + plan.flair_protein * (tissue.white_matter_flair - mean)
         values = mean + spread * _texture(tuple(b.stop - b.start for b in box), rng)
         image[channel][box][fluid[box]] = np.maximum(values[fluid[box]], 0)
     if plan.blood_level > 0:  # settled blood at the bottom of the cavity: its lowest part in world z (superior)
@@ -204,15 +230,13 @@ def carve_cavity(case: LoadedCase, seed: int, index: int = 0) -> CarvedCase:
         low = voxels[height <= np.percentile(height, 100 * plan.blood_level)]
         bottom = np.zeros_like(fluid)
         bottom[tuple(low.T)] = True
-        healthy_t1 = _tissue_median(case.image, brain & ~tumour, brain, 50)
         for modality, factor in (("t1n", 1.2), ("t1c", 1.2), ("t2w", 0.35), ("t2f", 0.9)):
             channel = CHANNEL[modality]
-            reference = healthy_t1[channel] if modality.startswith("t1") or modality == "t2f" else fill["t2w"][0]
+            reference = fill["t2w"][0] if modality == "t2w" else tissue.healthy[channel]
             image[channel][bottom] = reference * factor
     if enhancing.any():
-        et = _tissue_median(case.image, case.label == 3, brain, 97)
         for channel in range(image.shape[0]):
-            image[channel][enhancing] = et[channel] * (1 + 0.05 * rng.standard_normal(int(enhancing.sum())))
+            image[channel][enhancing] = tissue.enhancing[channel] * (1 + 0.05 * rng.standard_normal(int(enhancing.sum())))
     # partial volume at the cavity's edge: its outermost layer half host, half fill
     edge = fluid & (depth <= spacing.min())
     image[:, edge] = 0.5 * image[:, edge] + 0.5 * case.image[:, edge]
@@ -234,8 +258,9 @@ def _write_host(host: Case, out_dir: Path, per_case: int, seed: int) -> list[Pat
     if not todo:
         return [folder for _, folder in wanted]
     loaded = load_case(host)
+    tissue = host_tissue(loaded)
     for k, folder in todo:
-        carved = carve_cavity(loaded, seed, k)
+        carved = carve_cavity(loaded, seed, k, tissue)
         work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-", dir=out_dir))
         try:
             for channel, modality in enumerate(MODALITIES):

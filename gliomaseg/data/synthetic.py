@@ -70,7 +70,9 @@ def _smooth_noise(shape: tuple[int, ...], rng: np.random.Generator, cells: int =
     return F.interpolate(coarse[None, None], size=shape, mode="trilinear", align_corners=False)[0, 0].numpy()
 
 
-def _radial_field(shape: tuple[int, ...], centre: np.ndarray, radii: np.ndarray) -> np.ndarray:
+def ellipsoid_distance(shape: tuple[int, ...], centre: np.ndarray, radii: np.ndarray) -> np.ndarray:
+    """Over a grid of ``shape``, each voxel's distance from ``centre`` in units of the ellipsoid's ``radii``
+    (voxels): below 1 inside it."""
     grids = np.ogrid[tuple(slice(0, s) for s in shape)]
     return np.sqrt(sum(((g - c) / r) ** 2 for g, c, r in zip(grids, centre, radii)))
 
@@ -80,7 +82,7 @@ def _anatomy(shape: tuple[int, int, int], rng: np.random.Generator) -> tuple[np.
     dims = np.asarray(shape, dtype=float)
     centre = dims / 2 + rng.uniform(-2, 2, 3)
     radii = dims * np.array([0.36, 0.38, 0.36]) * rng.uniform(0.95, 1.05, 3)
-    radius = _radial_field(shape, centre, radii) * (1 + 0.04 * _smooth_noise(shape, rng, 5))
+    radius = ellipsoid_distance(shape, centre, radii) * (1 + 0.04 * _smooth_noise(shape, rng, 5))
     tissue = np.zeros(shape, np.uint8)
     tissue[radius < 1.0] = 2
     folds = 0.86 + 0.05 * _smooth_noise(shape, rng, 14)
@@ -88,7 +90,7 @@ def _anatomy(shape: tuple[int, int, int], rng: np.random.Generator) -> tuple[np.
     for side in (-1, 1):
         v_centre = centre + np.array([side * radii[0] * 0.12, -radii[1] * 0.05, radii[2] * 0.1])
         v_radii = radii * np.array([0.08, 0.30, 0.12])
-        tissue[_radial_field(shape, v_centre, v_radii) < 1.0] = 3
+        tissue[ellipsoid_distance(shape, v_centre, v_radii) < 1.0] = 3
     return tissue, radius
 
 
@@ -101,8 +103,8 @@ def _lesion_labels(shape: tuple[int, int, int], lesion: LesionSpec, inside: np.n
     local_centre = centre - np.array([b.start for b in box])
     rng = np.random.default_rng(lesion.shape_seed)
     wobble = 1 + 0.18 * _smooth_noise(local_shape, rng, 4)
-    core = _radial_field(local_shape, local_centre, np.full(3, lesion.core_radius)) * wobble
-    oedema = _radial_field(local_shape, local_centre, np.full(3, lesion.core_radius * lesion.oedema_ratio)) * (
+    core = ellipsoid_distance(local_shape, local_centre, np.full(3, lesion.core_radius)) * wobble
+    oedema = ellipsoid_distance(local_shape, local_centre, np.full(3, lesion.core_radius * lesion.oedema_ratio)) * (
         1 + 0.25 * _smooth_noise(local_shape, rng, 5)
     )
     labels = np.zeros(local_shape, np.uint8)

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -24,6 +25,10 @@ from gliomaseg.model.probabilities import predict_probabilities
 from gliomaseg.model.targets import Targets
 from gliomaseg.postprocessing.rules import PostprocessRules
 from gliomaseg.preprocessing.pipeline import native_scores, preprocess_case
+
+if TYPE_CHECKING:  # the prepare extra's modules, imported only where a prepared case is predicted
+    from gliomaseg.io.dicom_seg import SourceSeries
+    from gliomaseg.preparation.restore import OriginalScan
 
 log = logging.getLogger("gliomaseg")
 
