@@ -274,6 +274,8 @@ def train_command(
     no_augment: Annotated[bool, typer.Option("--no-augment", help="Same as --augment none.", rich_help_panel=DATA)] = False,
     modality_dropout: Annotated[Optional[float], typer.Option(min=0.0, max=0.9, help="Chance each sequence is blanked, to predict "
                                                               "without it (default: 0).", rich_help_panel=DATA)] = None,
+    transplant: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="Chance a sample gets another training case's "
+                                                        "tumour pasted into its brain (default: 0).", rich_help_panel=DATA)] = None,
     model: Annotated[Optional[Literal[NETWORK_NAMES]], typer.Option(  # type: ignore[valid-type]
         "--model", "-m", help="Network (default: vnet3d, the recipe's).", rich_help_panel=MODEL)] = None,
     targets: Annotated[Optional[Literal[TARGET_NAMES]], typer.Option(  # type: ignore[valid-type]
@@ -328,7 +330,8 @@ def train_command(
             train=train_config_for(
                 preset, model=model, targets=targets, dropout=dropout, epochs=epochs, batch_size=batch_size, lr=lr,
                 optimizer=optimizer, repeats=repeats, steps_per_epoch=steps_per_epoch, patch_size=patch_size,
-                augment="none" if no_augment else augment, modality_dropout=modality_dropout, val_fraction=val_fraction,
+                augment="none" if no_augment else augment, modality_dropout=modality_dropout, transplant=transplant,
+                val_fraction=val_fraction,
                 folds=folds, fold=fold, val_every=val_every, seed=seed, deterministic=deterministic,
                 amp=False if no_amp else None, cpu_bf16=cpu_bf16, sync_batchnorm=sync_bn, compile=compile_model, num_workers=workers,
                 tune_postprocess=tune_postprocess, protocol=protocol, init_from=init_from,

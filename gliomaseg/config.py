@@ -46,7 +46,7 @@ class PreprocessConfig:
 # torch; the registries that implement them (networks, targets, protocols) are tested to cover exactly these.
 AUGMENTATIONS = ("none", "basic", "multisite")
 """``TrainConfig.augment`` values (gliomaseg.training.dataset builds them)."""
-NETWORK_NAMES = ("vnet3d", "monai-vnet", "segresnet", "dynunet")
+NETWORK_NAMES = ("vnet3d", "vnet3d-lean", "monai-vnet", "segresnet", "dynunet")
 """``TrainConfig.model`` values (gliomaseg.model.networks.NETWORKS)."""
 TARGET_NAMES = ("labels", "regions")
 """``TrainConfig.targets`` values (gliomaseg.model.targets.TARGETS)."""
@@ -59,7 +59,7 @@ PROTOCOL_NAMES = ("brats2024", "brats2026")
 class TrainConfig:
     """Network and optimisation; defaults are the baseline recipe."""
 
-    model: str = "vnet3d"  # the recipe's VNet3d; or monai-vnet, segresnet, dynunet
+    model: str = "vnet3d"  # the recipe's VNet3d; or vnet3d-lean (8 channels at full resolution), monai-vnet, segresnet, dynunet
     targets: str = "labels"  # softmax over the labels 0-4, or "regions": sigmoid WT, TC, ET, RC
     dropout: float = 0.0  # every dropout layer's probability (VNet3d: Dropout3d on its skip connections)
     epochs: int = 300
@@ -75,6 +75,7 @@ class TrainConfig:
     # blur imitation; the cpu preset's) or "none"; runs saved before the choice stored true/false (basic/none)
     augment: str = "basic"
     modality_dropout: float = 0.0  # each sample loses each sequence with this probability (never all): predicts without some
+    transplant: float = 0.0  # each sample gets another training case's tumour pasted into its brain with this probability
     val_fraction: float = 0.2  # used when folds < 2
     folds: int = 0  # >= 2: k-fold cross-validation by patient, training fold ``fold``
     fold: int = 0

@@ -316,7 +316,8 @@ def set_up(data: Path, run_dir: Path, config: ExperimentConfig, device: str | No
     model = _distribute(network, tc, ctx)
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=tc.amp and ctx.device.type == "cuda" and not torch.cuda.is_bf16_supported())
     history = [row for row in run.history() if row["epoch"] <= start_epoch]
-    transform = training_transform(tc.augment, tc.modality_dropout, tc.patch_size)
+    transform = training_transform(tc.augment, tc.modality_dropout, tc.patch_size, tc.transplant,
+                                   donors=[cache_dir / case_id for case_id in split["train"]])
     dataset = CachedCaseDataset(cache_dir, split["train"], repeats=tc.repeats, transform=transform)
     sampler = _sampler(dataset, tc, ctx)
     loader = DataLoader(dataset, batch_size=tc.batch_size, sampler=sampler, num_workers=workers if workers > 1 else 0,
