@@ -3,7 +3,8 @@
 Run: ``.venv/bin/python benchmarks/bench_train_step.py [--steps 12]``. Sets the run up as ``gliomaseg train
 --preset cpu`` does (synthetic cases, the preset's 64^3 grid, batch 2, multisite augmentation, VNet3d,
 AdamW, channels-last, bf16 only on CPUs with native bf16) and times each phase of every step after two
-warm-up steps, then profiles the same steps with torch.profiler (self CPU time per op). Nothing else may
+warm-up steps, then profiles the same steps with torch.profiler (self CPU time per op), and times the whole step
+of the ``--compare`` networks (default: vnet3d-lean) in the same run, as a ratio to VNet3d's. Nothing else may
 run on the machine meanwhile. Writes ``benchmarks/results/train_step.json`` and ``train_step.md``, named by
 the CPU's widest vector unit: a step costs ~3x more on AVX2-only cores than on AVX-512/bf16 ones.
 """
@@ -92,17 +93,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--cases", type=int, default=6)
+    parser.add_argument("--compare", nargs="*", default=["vnet3d-lean"], help="networks whose whole step is timed beside VNet3d's")
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
+    peers = {}
     with tempfile.TemporaryDirectory() as work:
         data = Path(work) / "data"
         write_synthetic_dataset(data, args.cases, seed=0)
-        config = ExperimentConfig(PreprocessConfig(size=(64, 64, 64)), train_config_for("cpu", val_fraction=0.0), preset="cpu")
-        setup = set_up(data, Path(work) / "run", config, "cpu", resume=False, workers=0, quiet=True)
+
+        def preset_setup(model: str):
+            config = ExperimentConfig(PreprocessConfig(size=(64, 64, 64)), train_config_for("cpu", val_fraction=0.0, model=model),
+                                      preset="cpu")
+            return set_up(data, Path(work) / f"run-{model}", config, "cpu", resume=False, workers=0, quiet=True)
+
+        setup = preset_setup("vnet3d")
         _steps(setup, 2)
         rows = _steps(setup, args.steps)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             _steps(setup, 3)
+        for model in args.compare:
+            peer = preset_setup(model)
+            _steps(peer, 2)
+            peers[model] = statistics.median(sum(r.values()) for r in _steps(peer, args.steps))
     per_phase = {p: statistics.median(r[p] for r in rows) for p in PHASES}
     step = statistics.median(sum(r.values()) for r in rows)
     ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
@@ -119,12 +131,17 @@ def main() -> None:
     table += [f"| **step** | **{step:.3f}** ({1 / step:.2f} steps/s; a 1,280-step run: {step * 1280 / 60:.0f} min) | |", "",
               "Ops by self CPU time (torch.profiler, 3 steps):", "", "| op | calls/step | s/step | share |", "|---|---|---|---|"]
     table += [f"| `{t['op']}` | {t['calls_per_step']:g} | {t['self_s_per_step']:.3f} | {t['share']:.0%} |" for t in top]
+    if peers:
+        table += ["", "The whole step of other networks, timed in the same run (same data, loader and preset):", "",
+                  "| network | s/step | against VNet3d | a 1,280-step run |", "|---|---|---|---|",
+                  f"| vnet3d | {step:.3f} | 1.00 | {step * 1280 / 60:.0f} min |"]
+        table += [f"| {m} | {t:.3f} | {t / step:.2f} | {t * 1280 / 60:.0f} min |" for m, t in peers.items()]
     passes = onednn_passes()
     table += ["", "oneDNN's convolution implementations (ONEDNN_VERBOSE, one step of the bare network):", "",
               "| pass | implementation | ms/step |", "|---|---|---|"]
     table += [f"| {p['pass']} | `{p['implementation']}` | {p['ms_per_step']:.0f} |" for p in passes]
     write_results("train_step", headline, {"machine_detail": machine(), "phases_s": per_phase, "steps": rows, "top_ops": top,
-                                           "onednn_passes": passes}, table)
+                                           "onednn_passes": passes, "peer_s_per_step": peers}, table)
 
 
 if __name__ == "__main__":

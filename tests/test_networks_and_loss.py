@@ -30,6 +30,15 @@ def test_vnet3d_is_the_recipes_network():
     assert isinstance(list(network.modules())[-1], nn.Conv3d)
 
 
+def test_the_lean_vnet3d_halves_only_the_full_resolution_level():
+    lean, full = network_for(TrainConfig(model="vnet3d-lean")), VNet3d()
+    assert lean.input_block.conv[0].out_channels == 8 and lean.output.in_channels == 8
+    assert [b.residual.convs[0][0].out_channels for b in lean.down] == [b.residual.convs[0][0].out_channels for b in full.down]
+    assert sum(p.numel() for p in lean.parameters()) == 9_483_829  # 99.9 % of the recipe's
+    with torch.no_grad():
+        assert lean.eval()(torch.randn(1, 4, 32, 32, 16)).shape == (1, 5, 32, 32, 16)
+
+
 def test_dropout_option_reaches_every_dropout_layer():
     for model, count in (("vnet3d", 4), ("monai-vnet", 8)):
         for p in (0.0, 0.3):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import torch
 
@@ -10,7 +11,7 @@ from gliomaseg.config import TrainConfig
 from gliomaseg.labels import MODALITIES, NUM_CLASSES
 from gliomaseg.model.cpu_convolution import route_convolutions_to_onednn
 from gliomaseg.model.targets import targets_named
-from gliomaseg.model.vnet3d import VNet3d
+from gliomaseg.model.vnet3d import LEAN_FILTERS, VNet3d
 
 
 # MONAI is imported by the networks that need it: importing it costs ~2 s, more than a whole
@@ -61,6 +62,7 @@ def _dynunet(in_channels: int, out_channels: int, dropout: float) -> torch.nn.Mo
 
 NETWORKS: dict[str, Callable[[int, int, float], torch.nn.Module]] = {
     "vnet3d": VNet3d,
+    "vnet3d-lean": partial(VNet3d, filters=LEAN_FILTERS),
     "monai-vnet": _monai_vnet,
     "segresnet": _segresnet,
     "dynunet": _dynunet,
