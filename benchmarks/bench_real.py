@@ -14,6 +14,10 @@ finished fold is skipped. Runs live in ``W/<setup>/fold<K>/``, outside the work 
 scores in ``results/real_cv.json`` (raw predictions, paired per case): to drop a candidate early, before
 all its folds are run. Writes ``results/real_screen.{json,md}``.
 
+Every finished fold is archived into ``results/real_cv_folds/`` (its held-out predictions, a few kB a case:
+``fold_archive``), and ``run``, ``screen`` and ``summarise`` rebuild the folds this machine lacks from there, so
+one setup's folds can be run in different sessions, on different machines (``run --only K``).
+
 ``bench_real.py summarise --work W`` trains nothing. It scores every held-out prediction with the
 official BraTS 2024 lesion-wise protocol on the native grid, then the same predictions after
 post-processing rules tuned *without* the scored fold (for fold K on the other folds'
@@ -31,10 +35,13 @@ from dataclasses import dataclass
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 from common import RESULTS, write_results
+from fold_archive import archive_fold, archive_path, restore_fold
 
 from gliomaseg.data.carved_cavities import write_carved_cases
 from gliomaseg.data.splits import kfold_by_patient
@@ -65,6 +72,8 @@ class Setup:
     synthetic: int = SHIPPED_SYNTHETIC
     carved: int = 0
     """Cavities carved into each of the fold's own training cases (``gliomaseg synth --from``), trained on beside them."""
+    incomplete: bool = False
+    """Also predict the held-out cases with sequences removed (INCOMPLETE_INPUTS): for models trained with modality dropout."""
 
     def describe(self) -> str:
         parts = [" ".join(self.options) or "(the preset)"] + ([f"+ {self.synthetic} synthetic cases"] if self.synthetic else [])
@@ -81,13 +90,26 @@ SETUPS: dict[str, Setup] = {
     "long64": Setup(("--epochs", "160")),
     "real64": Setup(synthetic=0),
     "carved64": Setup(synthetic=0, carved=1),
+    "carvedsyn64": Setup(carved=1),
+    "dropout64": Setup(("--modality-dropout", "0.2"), incomplete=True),
+    "transplant64": Setup(("--transplant", "0.5")),
+    "lean64": Setup(("--model", "vnet3d-lean")),
 }
 """Setup name -> how it differs from ``train --preset cpu --val-fraction 0`` (the preset: 64^3, 40 epochs of
 32 steps of batch 2, AdamW 1e-3 cosine, multisite augmentation, label targets) plus the shipped
 synthetic cases; ``real64`` leaves those out, to see what they cost on real tumours; ``carved64`` learns the cavity
-from the fold's own training cases with a cavity carved in (never from a held-out patient's anatomy) instead.
+from the fold's own training cases with a cavity carved in (never from a held-out patient's anatomy) instead, and
+``carvedsyn64`` from both.
 Every fold with carved training cases also carves one into each held-out case (``held_out_carved``) and predicts
-it, so the cavity is scored on anatomy the model never saw."""
+it, so the cavity is scored on anatomy the model never saw. ``dropout64`` blanks each sequence of a training sample
+with probability 0.2 (never all four) and is scored on every input a clinic sends (INCOMPLETE_INPUTS). ``transplant64`` pastes another training case's
+tumour into half the samples' brains (gliomaseg.training.tumour_transplant). ``lean64`` trains ``vnet3d-lean``
+(8 channels at full resolution instead of 16: a third cheaper a step on AVX2 cores)."""
+
+INCOMPLETE_INPUTS: dict[str, tuple[str, ...]] = {
+    "no-t1n": ("t1n",), "no-t1c": ("t1c",), "no-t2w": ("t2w",), "no-t2f": ("t2f",), "t1c+t2f": ("t1n", "t2w"),
+}
+"""Input name -> the sequences removed from every held-out case: each one missing, and T1c + FLAIR only."""
 
 SYNTHETIC_SEED = 2024
 
@@ -99,6 +121,17 @@ def _linked_cases(data: Path, case_ids: list[str], root: Path) -> Path:
         link = root / folder.name
         if folder.name in case_ids and not link.exists():
             link.symlink_to(folder.resolve(), target_is_directory=True)
+    return root
+
+
+def without_sequences(cases: Path, removed: tuple[str, ...], root: Path) -> Path:
+    """Links to every file of the case folders under ``cases`` except the ``removed`` sequences (the ground truth stays)."""
+    for folder in find_case_folders(cases):
+        target = root / folder.name
+        target.mkdir(parents=True, exist_ok=True)
+        for path in folder.resolve().iterdir():
+            if not any(path.name == f"{folder.name}-{m}.nii.gz" for m in removed) and not (target / path.name).exists():
+                (target / path.name).symlink_to(path)
     return root
 
 
@@ -115,6 +148,11 @@ def folds_of(data: Path, folds: int, seed: int) -> list[dict[str, list[str]]]:
     return kfold_by_patient([f.name for f in find_case_folders(data)], folds, seed)
 
 
+def _carve_held_out(held_out: Path, folder: Path, seed: int) -> list[Path]:
+    """One cavity carved into each held-out case (seeded apart from the training cases' carvings)."""
+    return write_carved_cases(held_out, folder, 1, seed=seed + 1)
+
+
 def synthetic_cases(work: Path, count: int) -> Path:
     """``count`` synthetic post-treatment cases (seeded), made once in ``work/synthetic-<count>``."""
     folder = work / f"synthetic-{count}"
@@ -128,6 +166,9 @@ def run_fold(data: Path, setup: str, fold: int, split: dict[str, list[str]], wor
     """Train (or resume) one setup on one fold's training cases, then predict its held-out cases."""
     fold_dir = work / setup / f"fold{fold}"
     if (fold_dir / "done.json").exists():
+        return
+    if archive_path(RESULTS, setup, fold).exists():  # run by an earlier session: scored from its archive
+        restore_fold(archive_path(RESULTS, setup, fold), fold_dir, partial(_linked_cases, data), partial(_carve_held_out, seed=seed))
         return
     spec = SETUPS[setup]
     train_dir = _linked_cases(data, split["train"], fold_dir / "train")
@@ -153,10 +194,14 @@ def run_fold(data: Path, setup: str, fold: int, split: dict[str, list[str]], wor
     predict(held_out, fold_dir / "pred", model, quiet=True, fail_fast=True)
     _record_seconds(fold_dir, "predict_s", time.perf_counter() - started)
     if spec.carved:
-        held_out_carved = write_carved_cases(held_out, fold_dir / "held_out_carved", 1, seed=seed + 1)
+        _carve_held_out(held_out, fold_dir / "held_out_carved", seed)
         predict(fold_dir / "held_out_carved", fold_dir / "pred_carved", model, quiet=True, fail_fast=True)
-        print(f"{len(held_out_carved)} carved held-out cases predicted", file=sys.stderr)
+    if spec.incomplete:
+        for name, removed in INCOMPLETE_INPUTS.items():
+            folder = without_sequences(held_out, removed, fold_dir / f"held_out_{name}")
+            predict(folder, fold_dir / f"pred_{name}", model, quiet=True, fail_fast=True)
     (fold_dir / "done.json").write_text(json.dumps({"setup": setup, "fold": fold, "setup_spec": spec.describe(), **split}, indent=2) + "\n")
+    archive_fold(fold_dir, archive_path(RESULTS, setup, fold), box_fraction(run_dir))
 
 
 TUMOUR_REGIONS = [r for r in REGIONS if r != "RC"]
@@ -191,11 +236,29 @@ def false_cavities(per_case: dict[str, dict], kind: str) -> dict:
     return {"cases": sum(v > 0 for v in volumes), "of": len(volumes), "largest_ml": max(volumes)}
 
 
-def starting_rules_of_run(run_dir: Path) -> PostprocessRules:
-    """Where tuning starts for this run's grid (as ``train`` starts it): from its cached cases' brain boxes."""
+def box_fraction(run_dir: Path) -> float:
+    """The run's mean brain box over its grid, in voxels (what ``train`` starts tuning from), from its cache."""
     cache = run_dir / "cache"
     boxes = [np.prod(read_cached_case(meta.parent).geometry.box_shape) for meta in cache.glob("*/meta.json")]
-    return starting_rules(float(np.mean(boxes) / np.prod(cache_config(cache).size)))
+    return float(np.mean(boxes) / np.prod(cache_config(cache).size))
+
+
+def starting_rules_of_fold(fold_dir: Path) -> PostprocessRules:
+    """Where tuning starts for this fold's grid, as ``train`` starts it (recorded in a restored fold's done.json)."""
+    done = json.loads((fold_dir / "done.json").read_text())
+    return starting_rules(done["box_fraction"] if "box_fraction" in done else box_fraction(fold_dir / "run"))
+
+
+def sync_archives(data: Path, setups: list[str], folds: int, work: Path, seed: int) -> None:
+    """Archive every done fold into results/ that is not archived yet, and rebuild every archived fold that
+    this machine lacks (fold_archive), so that scoring sees the folds of every session."""
+    for setup in setups:
+        for fold in range(folds):
+            fold_dir, path = work / setup / f"fold{fold}", archive_path(RESULTS, setup, fold)
+            if (fold_dir / "done.json").exists() and not path.exists():
+                archive_fold(fold_dir, path, box_fraction(fold_dir / "run"))
+            elif path.exists() and not (fold_dir / "done.json").exists():
+                restore_fold(path, fold_dir, partial(_linked_cases, data), partial(_carve_held_out, seed=seed))
 
 
 def summarise_setup(setup: str, work: Path, folds: int) -> dict | None:
@@ -204,7 +267,7 @@ def summarise_setup(setup: str, work: Path, folds: int) -> dict | None:
     if not all((d / "done.json").exists() for d in fold_dirs):
         return None
     cases = [load_validation_cases(d / "pred", d / "held_out") for d in fold_dirs]
-    start = starting_rules_of_run(fold_dirs[0] / "run")
+    start = starting_rules_of_fold(fold_dirs[0])
     # These cases have no cavity and (nearly all) one tumour: erasing every predicted cavity, or every tumour but the
     # largest, could only score better here, and would erase real cavities and the second lesions of multifocal and
     # post-treatment disease later (keeping the largest took the packaged model's held-out synthetic post-treatment WT
@@ -212,6 +275,7 @@ def summarise_setup(setup: str, work: Path, folds: int) -> dict | None:
     grid = {**GRID, "rc_min_voxels": (start.rc_min_voxels,), "tumour_keep_largest": (start.tumour_keep_largest,)}
     per_case: dict[str, dict] = {}
     nested_rules = []
+    inputs = [name for name in INCOMPLETE_INPUTS if all((d / f"pred_{name}").is_dir() for d in fold_dirs)]
     for k, fold_dir in enumerate(fold_dirs):
         others = [case for j, fold_cases in enumerate(cases) if j != k for case in fold_cases]
         rules = tune_rules(others, OFFICIAL, grid=grid, workers=2, start=start).rules
@@ -220,6 +284,10 @@ def summarise_setup(setup: str, work: Path, folds: int) -> dict | None:
         for case in cases[k]:
             per_case[case.case_id] = {"fold": k, "raw": raw[case.case_id], "nested": tuned[case.case_id],
                                       "cavity_ml": {"raw": raw_cavity[case.case_id], "nested": tuned_cavity[case.case_id]}}
+        for name in inputs:  # the fold's rules, tuned on full inputs: a clinic's incomplete exam gets the same model
+            incomplete = load_validation_cases(fold_dir / f"pred_{name}", fold_dir / "held_out")
+            for case_id, regions in _case_scores(incomplete, rules)[0].items():
+                per_case[case_id].setdefault("inputs", {})[name] = regions
     all_cases = [case for fold_cases in cases for case in fold_cases]
     final = tune_rules(all_cases, OFFICIAL, grid=grid, workers=2, start=start)
     save_rules(final.rules, work / setup / "postprocess.json", {"cases": final.cases, "tuned_on": "every held-out prediction of "
@@ -237,6 +305,8 @@ def summarise_setup(setup: str, work: Path, folds: int) -> dict | None:
         "dice": {"raw": pooled("raw", 0), "nested": pooled("nested", 0)},
         "hd95": {"raw": pooled("raw", 1), "nested": pooled("nested", 1)},
         "false_cavities": {"raw": false_cavities(per_case, "raw"), "nested": false_cavities(per_case, "nested")},
+        "inputs": {name: {region: interval([c["inputs"][name][region][0] for c in per_case.values()]) for region in REGIONS}
+                   for name in inputs},
         "nested_rules": nested_rules,
         "rules_all_cases": final.rules.to_dict(),
         "per_case": per_case,
@@ -270,11 +340,16 @@ def draw_worst(result: dict, work: Path, setup: str, data: Path, count: int) -> 
 
 
 def summarise(args: argparse.Namespace) -> None:
-    results = {setup: r for setup in args.setups if (r := summarise_setup(setup, args.work, args.folds)) is not None}
-    if not results:
+    scored = {setup: r for setup in args.setups if (r := summarise_setup(setup, args.work, args.folds)) is not None}
+    if not scored:
         sys.exit(f"bench_real: no setup has all {args.folds} folds done in {args.work}")
+    path = RESULTS / "real_cv.json"
+    earlier = json.loads(path.read_text()) if path.exists() else {"setups": {}}
+    # setups summarised before fold archives existed (their runs gone) keep their entries
+    results = {**earlier["setups"], **scored}
     chosen = args.chosen or max(results, key=lambda s: tumour_mean(results[s]))
-    overlays = draw_worst(results[chosen], args.work, chosen, args.data, args.worst)
+    overlays = (draw_worst(results[chosen], args.work, chosen, args.data, args.worst) if chosen in scored
+                else earlier["overlays"] if chosen == earlier.get("chosen") else [])
     n = results[chosen]["cases"]
     header = "| setup | options | train min/fold | " + " | ".join(TUMOUR_REGIONS) + " | mean |"
     rule = "|---|---|---|" + "---|" * (len(TUMOUR_REGIONS) + 1)
@@ -312,35 +387,71 @@ def summarise(args: argparse.Namespace) -> None:
                                         "chosen": chosen, "setups": results, "overlays": overlays}, lines)
 
 
+def _fold_screen(fold_dir: Path, fold: int) -> tuple[dict[str, dict], dict[str, dict]]:
+    """One done fold's raw held-out scores per case (with every incomplete input predicted), and RC on its carved cases."""
+    per_case: dict[str, dict] = {}
+    scores, cavities = _case_scores(load_validation_cases(fold_dir / "pred", fold_dir / "held_out"), PostprocessRules())
+    for case_id, regions in scores.items():
+        per_case[case_id] = {"fold": fold, "raw": regions, "cavity_ml": cavities[case_id]}
+    for name in INCOMPLETE_INPUTS:
+        if (fold_dir / f"pred_{name}").is_dir():
+            incomplete, _ = _case_scores(load_validation_cases(fold_dir / f"pred_{name}", fold_dir / "held_out"), PostprocessRules())
+            for case_id, regions in incomplete.items():
+                per_case[case_id].setdefault("inputs", {})[name] = regions
+    carved: dict[str, dict] = {}
+    if (fold_dir / "pred_carved").is_dir():
+        carved_scores, _ = _case_scores(load_validation_cases(fold_dir / "pred_carved", fold_dir / "held_out_carved"), PostprocessRules())
+        carved = {case_id: {"fold": fold, "rc": regions["RC"][0]} for case_id, regions in carved_scores.items()}
+    return per_case, carved
+
+
+def _paired(per_case: dict[str, dict], score: Callable[[dict], float], reference: Callable[[str, dict], float]) -> dict[str, float]:
+    # the per-case differences' bootstrap interval is the paired one: each resample keeps a case's two scores together
+    return interval([score(entry) - reference(case_id, entry) for case_id, entry in per_case.items()])
+
+
 def screen_setup(setup: str, work: Path, folds: int, baseline: dict[str, dict]) -> dict | None:
     """A setup's raw held-out scores on the folds done so far, per case against ``baseline``'s (the same cases' raw
-    scores in results/real_cv.json); with carved held-out cases, their RC. None before any fold is done."""
+    scores in results/real_cv.json); with carved held-out cases, their RC; with incomplete inputs, each one's scores
+    and its paired change from the full input. None before any fold is done."""
     done = [k for k in range(folds) if (work / setup / f"fold{k}" / "done.json").exists()]
-    if not done:
-        return None
     per_case: dict[str, dict] = {}
-    carved: dict[str, float] = {}
+    carved: dict[str, dict] = {}
     for k in done:
-        fold_dir = work / setup / f"fold{k}"
-        scores, cavities = _case_scores(load_validation_cases(fold_dir / "pred", fold_dir / "held_out"), PostprocessRules())
-        for case_id, regions in scores.items():
-            per_case[case_id] = {"fold": k, "raw": regions, "cavity_ml": cavities[case_id]}
-        if (fold_dir / "pred_carved").is_dir():
-            carved_scores, _ = _case_scores(load_validation_cases(fold_dir / "pred_carved", fold_dir / "held_out_carved"), PostprocessRules())
-            carved.update({case_id: regions["RC"][0] for case_id, regions in carved_scores.items()})
-    # the per-case differences' bootstrap interval is the paired one: each resample keeps a case's two scores together
-    gains = {region: interval([per_case[c]["raw"][region][0] - baseline[c]["raw"][region][0] for c in per_case]) for region in REGIONS}
-    return {"setup": SETUPS[setup].describe(), "folds_done": done, "cases": len(per_case), "paired_gain_raw": gains,
+        fold_cases, fold_carved = _fold_screen(work / setup / f"fold{k}", k)
+        per_case.update(fold_cases)
+        carved.update(fold_carved)
+    if not per_case:
+        return None
+    inputs = {}
+    for name in INCOMPLETE_INPUTS:
+        scored = {c: e for c, e in per_case.items() if name in e.get("inputs", {})}
+        if scored:
+            inputs[name] = {"cases": len(scored), "dice": {g: interval([e["inputs"][name][g][0] for e in scored.values()]) for g in REGIONS},
+                            "change_from_full": {g: _paired(scored, lambda e, g=g, n=name: e["inputs"][n][g][0],
+                                                            lambda c, e, g=g: e["raw"][g][0]) for g in REGIONS}}
+    return {"setup": SETUPS[setup].describe(), "folds_done": sorted({e["fold"] for e in per_case.values()}), "cases": len(per_case),
+            "dice_raw": {g: interval([e["raw"][g][0] for e in per_case.values()]) for g in REGIONS},
+            "paired_gain_raw": {g: _paired(per_case, lambda e, g=g: e["raw"][g][0], lambda c, e, g=g: baseline[c]["raw"][g][0])
+                                for g in REGIONS},
             "false_cavities_raw": {"cases": sum(e["cavity_ml"] > 0 for e in per_case.values()), "of": len(per_case),
                                    "largest_ml": max(e["cavity_ml"] for e in per_case.values())},
             "baseline_false_cavities_raw": sum(baseline[c]["cavity_ml"]["raw"] > 0 for c in per_case),
-            "carved_rc_dice": interval(list(carved.values())) if carved else None, "carved_rc_per_case": carved, "per_case": per_case}
+            "carved_rc_dice": interval([e["rc"] for e in carved.values()]) if carved else None, "carved_rc_per_case": carved,
+            "inputs": inputs, "per_case": per_case}
+
+
+def _gain_cell(stat: dict[str, float]) -> str:
+    return f"{stat['mean']:+.3f} [{stat['low']:+.3f}, {stat['high']:+.3f}]"
 
 
 def screen(args: argparse.Namespace) -> None:
     baseline = json.loads((RESULTS / "real_cv.json").read_text())["setups"][args.baseline]["per_case"]
-    results = {setup: r for setup in args.setups if setup != args.baseline
-               and (r := screen_setup(setup, args.work, args.folds, baseline)) is not None}
+    path = RESULTS / "real_screen.json"
+    # a setup screened before fold archives existed (its runs gone) keeps its entry
+    results = json.loads(path.read_text())["setups"] if path.exists() else {}
+    results.update({setup: r for setup in args.setups if setup != args.baseline
+                    and (r := screen_setup(setup, args.work, args.folds, baseline)) is not None})
     if not results:
         sys.exit(f"bench_real: no fold of {', '.join(args.setups)} is done in {args.work}")
     lines = [f"Screens against {args.baseline} on the same patient-wise folds (seed {args.seed}): raw held-out predictions (no "
@@ -353,10 +464,18 @@ def screen(args: argparse.Namespace) -> None:
         cavities = r["false_cavities_raw"]
         rc = _cell(r["carved_rc_dice"], 3) if r["carved_rc_dice"] else "-"
         lines.append(f"| {name} | {','.join(map(str, r['folds_done']))} | {r['cases']} | "
-                     + " | ".join(f"{r['paired_gain_raw'][g]['mean']:+.3f} [{r['paired_gain_raw'][g]['low']:+.3f}, "
-                                  f"{r['paired_gain_raw'][g]['high']:+.3f}]" for g in TUMOUR_REGIONS)
+                     + " | ".join(_gain_cell(r["paired_gain_raw"][g]) for g in TUMOUR_REGIONS)
                      + f" | {cavities['cases']} of {cavities['of']}, largest {cavities['largest_ml']:.1f} mL "
                        f"({r['baseline_false_cavities_raw']}) | {rc} |")
+    for name, r in results.items():
+        if r.get("inputs"):
+            lines += ["", f"{name}, the held-out cases with sequences removed (the files deleted, `predict` zero-fills them): "
+                      "lesion-wise Dice, and below it the paired change from the same cases' full input.", "",
+                      "| input | cases | " + " | ".join(TUMOUR_REGIONS) + " |", "|---|---|" + "---|" * len(TUMOUR_REGIONS),
+                      f"| all four | {r['cases']} | " + " | ".join(_cell(r["dice_raw"][g], 3) for g in TUMOUR_REGIONS) + " |"]
+            for input_name, stats in r["inputs"].items():
+                lines.append(f"| {input_name} | {stats['cases']} | " + " | ".join(
+                    f"{stats['dice'][g]['mean']:.3f} ({_gain_cell(stats['change_from_full'][g])})" for g in TUMOUR_REGIONS) + " |")
     headline = {name: {g: r["paired_gain_raw"][g]["mean"] for g in TUMOUR_REGIONS} for name, r in results.items()}
     write_results("real_screen", headline, {"baseline": args.baseline, "setups": results}, lines)
 
@@ -376,6 +495,8 @@ def main() -> None:
             step.add_argument("--worst", type=int, default=4, help="overlays of this many of the chosen setup's worst cases")
         if name == "screen":
             step.add_argument("--baseline", default="preset64", help="the setup of results/real_cv.json to pair against")
+        if name == "run":
+            step.add_argument("--only", type=int, nargs="+", help="run only these folds (default: every one)")
     args = parser.parse_args()
     if not args.data.is_dir():
         print(f"bench_real: skipped, no real cases at {args.data} (give the folder with --data)", file=sys.stderr)
@@ -384,11 +505,11 @@ def main() -> None:
     if args.step == "run":
         for setup in args.setups:
             for fold, split in enumerate(splits):
-                run_fold(args.data, setup, fold, split, args.work, args.seed)
-    elif args.step == "screen":
-        screen(args)
+                if args.only is None or fold in args.only:
+                    run_fold(args.data, setup, fold, split, args.work, args.seed)
     else:
-        summarise(args)
+        sync_archives(args.data, args.setups, args.folds, args.work, args.seed)
+        (screen if args.step == "screen" else summarise)(args)
 
 
 if __name__ == "__main__":

@@ -43,9 +43,6 @@ BENCHMARKS = {
     "learning": ("Learning on synthetic data", "`benchmarks/bench_learning.py`: held-out lesion-wise Dice against steps, four networks, two targets."),
     "learning_augment": ("Augmentation on synthetic data", "`benchmarks/bench_learning.py --augment basic multisite`."),
     "inference": ("Inference options", "`benchmarks/bench_inference.py`: tuned rules, ensembles, missing sequences."),
-    "real_folds": ("Real tumours, first 16 cases (4 folds)", "`bench_real.py` of an earlier schedule: the cpu preset, 4 folds by patient."),
-    "real_variants": ("CPU-preset variants on a GPU (16 real cases)", "`benchmarks/bench_real_variants.py`: earlier sweep, 16 cases."),
-    "real_background_weight": ("Background weight before the arg-max (16 real cases)", "`benchmarks/bench_real_background_weight.py`."),
 }
 
 
