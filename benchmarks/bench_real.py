@@ -74,10 +74,13 @@ class Setup:
     """Cavities carved into each of the fold's own training cases (``gliomaseg synth --from``), trained on beside them."""
     incomplete: bool = False
     """Also predict the held-out cases with sequences removed (INCOMPLETE_INPUTS): for models trained with modality dropout."""
+    stage_one: str = ""
+    """A second stage (``train --stage-one``) over this setup's run of the same fold, which must be on this machine."""
 
     def describe(self) -> str:
         parts = [" ".join(self.options) or "(the preset)"] + ([f"+ {self.synthetic} synthetic cases"] if self.synthetic else [])
         parts += [f"+ {self.carved} carved case(s) per training case"] if self.carved else []
+        parts += [f"as the second stage over {self.stage_one}'s run of the fold"] if self.stage_one else []
         return " ".join(parts)
 
 
@@ -94,6 +97,7 @@ SETUPS: dict[str, Setup] = {
     "dropout64": Setup(("--modality-dropout", "0.2"), incomplete=True),
     "transplant64": Setup(("--transplant", "0.5")),
     "lean64": Setup(("--model", "vnet3d-lean")),
+    "twostage64": Setup(("--model", "vnet3d-lean"), stage_one="lean64"),
 }
 """Setup name -> how it differs from ``train --preset cpu --val-fraction 0`` (the preset: 64^3, 40 epochs of
 32 steps of batch 2, AdamW 1e-3 cosine, multisite augmentation, label targets) plus the shipped
@@ -104,7 +108,9 @@ Every fold with carved training cases also carves one into each held-out case (`
 it, so the cavity is scored on anatomy the model never saw. ``dropout64`` blanks each sequence of a training sample
 with probability 0.2 (never all four) and is scored on every input a clinic sends (INCOMPLETE_INPUTS). ``transplant64`` pastes another training case's
 tumour into half the samples' brains (gliomaseg.training.tumour_transplant). ``lean64`` trains ``vnet3d-lean``
-(8 channels at full resolution instead of 16: a third cheaper a step on AVX2 cores)."""
+(8 channels at full resolution instead of 16: a third cheaper a step on AVX2 cores). ``twostage64`` trains a
+second stage on 64^3 cubes of the native 1 mm grid (``vnet3d-lean``, the preset's steps) over lean64's run of the
+same fold, so its paired change from lean64 is what the second stage adds (gliomaseg.inference.two_stage)."""
 
 INCOMPLETE_INPUTS: dict[str, tuple[str, ...]] = {
     "no-t1n": ("t1n",), "no-t1c": ("t1c",), "no-t2w": ("t2w",), "no-t2f": ("t2f",), "t1c+t2f": ("t1n", "t2w"),
@@ -181,8 +187,14 @@ def run_fold(data: Path, setup: str, fold: int, split: dict[str, list[str]], wor
         _linked_cases(synthetic, [f.name for f in find_case_folders(synthetic)], train_dir)
     held_out = _linked_cases(data, split["val"], fold_dir / "held_out")
     run_dir = fold_dir / "run"
+    options = list(spec.options)
+    if spec.stage_one:
+        first = _stage_one_run(fold_dir, spec)
+        if not (first / "best.pt").exists():
+            raise SystemExit(f"{setup} fold {fold}: needs {spec.stage_one}'s run of the fold on this machine ({first})")
+        options += ["--stage-one", str(first)]
     command = [sys.executable, "-m", "gliomaseg", "-q", "train", str(train_dir), "--out", str(run_dir), "--preset", "cpu",
-               "--val-fraction", "0", "--seed", str(seed), "--resume", *spec.options]
+               "--val-fraction", "0", "--seed", str(seed), "--resume", *options]
     print(f"[{time.strftime('%H:%M:%S')}] {setup} fold {fold}: {' '.join(command[3:])}", file=sys.stderr, flush=True)
     started = time.perf_counter()
     try:
@@ -201,7 +213,7 @@ def run_fold(data: Path, setup: str, fold: int, split: dict[str, list[str]], wor
             folder = without_sequences(held_out, removed, fold_dir / f"held_out_{name}")
             predict(folder, fold_dir / f"pred_{name}", model, quiet=True, fail_fast=True)
     (fold_dir / "done.json").write_text(json.dumps({"setup": setup, "fold": fold, "setup_spec": spec.describe(), **split}, indent=2) + "\n")
-    archive_fold(fold_dir, archive_path(RESULTS, setup, fold), box_fraction(run_dir))
+    archive_fold(fold_dir, archive_path(RESULTS, setup, fold), fold_box_fraction(fold_dir, setup))
 
 
 TUMOUR_REGIONS = [r for r in REGIONS if r != "RC"]
@@ -243,10 +255,20 @@ def box_fraction(run_dir: Path) -> float:
     return float(np.mean(boxes) / np.prod(cache_config(cache).size))
 
 
+def _stage_one_run(fold_dir: Path, spec: Setup) -> Path:
+    return fold_dir.parent.parent / spec.stage_one / fold_dir.name / "run"
+
+
+def fold_box_fraction(fold_dir: Path, setup: str) -> float:
+    """:func:`box_fraction` of the fold's run; a second stage's is its first stage's, whose grid its specks come from."""
+    spec = SETUPS[setup]
+    return box_fraction(_stage_one_run(fold_dir, spec) if spec.stage_one else fold_dir / "run")
+
+
 def starting_rules_of_fold(fold_dir: Path) -> PostprocessRules:
     """Where tuning starts for this fold's grid, as ``train`` starts it (recorded in a restored fold's done.json)."""
     done = json.loads((fold_dir / "done.json").read_text())
-    return starting_rules(done["box_fraction"] if "box_fraction" in done else box_fraction(fold_dir / "run"))
+    return starting_rules(done["box_fraction"] if "box_fraction" in done else fold_box_fraction(fold_dir, fold_dir.parent.name))
 
 
 def sync_archives(data: Path, setups: list[str], folds: int, work: Path, seed: int) -> None:
@@ -256,7 +278,7 @@ def sync_archives(data: Path, setups: list[str], folds: int, work: Path, seed: i
         for fold in range(folds):
             fold_dir, path = work / setup / f"fold{fold}", archive_path(RESULTS, setup, fold)
             if (fold_dir / "done.json").exists() and not path.exists():
-                archive_fold(fold_dir, path, box_fraction(fold_dir / "run"))
+                archive_fold(fold_dir, path, fold_box_fraction(fold_dir, setup))
             elif path.exists() and not (fold_dir / "done.json").exists():
                 restore_fold(path, fold_dir, partial(_linked_cases, data), partial(_carve_held_out, seed=seed))
 
@@ -450,14 +472,15 @@ def screen(args: argparse.Namespace) -> None:
     path = RESULTS / "real_screen.json"
     # a setup screened before fold archives existed (its runs gone) keeps its entry
     results = json.loads(path.read_text())["setups"] if path.exists() else {}
-    results.update({setup: r for setup in args.setups if setup != args.baseline
-                    and (r := screen_setup(setup, args.work, args.folds, baseline)) is not None})
+    # the baseline itself, when run again, is screened against its own archived scores: run-to-run noise
+    results.update({setup: r for setup in args.setups if (r := screen_setup(setup, args.work, args.folds, baseline)) is not None})
     if not results:
         sys.exit(f"bench_real: no fold of {', '.join(args.setups)} is done in {args.work}")
     lines = [f"Screens against {args.baseline} on the same patient-wise folds (seed {args.seed}): raw held-out predictions (no "
              "post-processing), official 2024 lesion-wise Dice; per region the mean per-case difference from "
              f"{args.baseline} (results/real_cv.json) with a 95 % paired bootstrap interval over cases. A screen covers only "
-             "the folds done so far: a candidate ships on all folds.", "",
+             "the folds done so far: a candidate ships on all folds. A row for "
+             f"{args.baseline} itself is a second run of the same setup on the same folds: the run-to-run noise.", "",
              "| setup | folds | cases | " + " | ".join(TUMOUR_REGIONS) + " | false cavities (baseline) | RC Dice, held-out carved |",
              "|---|---|---|" + "---|" * len(TUMOUR_REGIONS) + "---|---|"]
     for name, r in results.items():

@@ -74,13 +74,17 @@ def train_model(data: Path, work: Path, options: tuple[str, ...], synthetic: int
 
 
 def export(run: RunFolder, target: RunFolder, rules: PostprocessRules, provenance: dict) -> None:
-    """The run cut to what prediction needs: float16 weights and the config in best.pt, config.json, the rules."""
+    """The run cut to what prediction needs: float16 weights and the config in best.pt, config.json, the rules;
+    a two-stage model's first stage (stage_one/) cut the same way inside it."""
     state = load_checkpoint(run.checkpoint())
     weights = {k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()}
     target.path.mkdir(parents=True, exist_ok=True)
-    save_checkpoint({"model": weights, "config": state["config"], "epoch": state["epoch"]}, target.best_checkpoint)
+    save_checkpoint({"model": weights, "config": state["config"], "epoch": state.get("epoch", 0)}, target.best_checkpoint)
     shutil.copyfile(run.config_file, target.config_file)
     target.save_rules(rules, provenance)
+    first = RunFolder(run.stage_one_dir)
+    if first.best_checkpoint.exists():
+        export(first, RunFolder(target.stage_one_dir), first.rules(), provenance)
 
 
 def synthetic_scores(target: RunFolder, work: Path) -> dict[str, float]:

@@ -18,7 +18,7 @@ from typing import Annotated, Literal, Optional
 import typer
 
 from gliomaseg import __version__
-from gliomaseg.config import AUGMENTATIONS, NETWORK_NAMES, OPTIMIZERS, PRESETS, PROTOCOL_NAMES, TARGET_NAMES
+from gliomaseg.config import AUGMENTATIONS, NETWORK_NAMES, OPTIMIZERS, PRESETS, PROTOCOL_NAMES, STAGE_TWO_PATCH, TARGET_NAMES
 from gliomaseg.errors import InputError, missing_extra
 from gliomaseg.labels import LABEL_SCHEMES, MODALITIES
 
@@ -133,7 +133,8 @@ def models_command() -> None:
     for name, model in models.items():
         cv = model.info.get("cross_validation", {})
         scores = ", ".join(f"{region} {stat['mean']:.3f}" for region, stat in cv.get("dice", {}).items())
-        typer.echo(f"{name}{' (default)' if name == DEFAULT_MODEL else ''}: {model.summary}")
+        stages = " (two-stage: a 1 mm second stage around the tumour the first finds)" if model.run.load_config().train.stage_one else ""
+        typer.echo(f"{name}{' (default)' if name == DEFAULT_MODEL else ''}: {model.summary}{stages}")
         if scores:
             typer.echo(f"    {cv.get('label', 'cross-validation')}, lesion-wise Dice: {scores}")
         typer.echo(f"    card: {model.run.model_card}")
@@ -268,6 +269,8 @@ def train_command(
     label_scheme: Annotated[Optional[Scheme], typer.Option(help="How labels are written; brats2021: 4 = ET (default: brats2024, or a cache's own).",
                                                            rich_help_panel=DATA)] = None,
     extra_channel: Annotated[Optional[list[str]], typer.Option(help="Extra input: t1c-t1n (the subtraction).", rich_help_panel=DATA)] = None,
+    native: Annotated[bool, typer.Option("--native", help="Keep each brain box on its own grid (1 mm) instead of resizing it; "
+                                         "needs --patch-size.", rich_help_panel=DATA)] = False,
     augment: Annotated[Optional[Literal[AUGMENTATIONS]], typer.Option(  # type: ignore[valid-type]
         help="multisite: each sequence on its own, thick-slice imitation (default: basic; cpu preset: multisite).",
         rich_help_panel=DATA)] = None,
@@ -283,6 +286,10 @@ def train_command(
     dropout: Annotated[Optional[float], typer.Option(help="Every dropout layer's probability (default: 0).", rich_help_panel=MODEL)] = None,
     patch_size: Annotated[Optional[int], typer.Option(min=16, help="Train on random cubes of this side (half on tumour), predict by "
                                                       "sliding window (default: the whole grid).", rich_help_panel=MODEL)] = None,
+    stage_one: Annotated[Optional[str], typer.Option(help="Train the second stage of a two-stage model over this run (packaged "
+                                                     "model, run folder or checkpoint): it segments the box around the tumour "
+                                                     "that one finds, on the native grid (implies --native; --patch-size 64 "
+                                                     "unless given).", rich_help_panel=MODEL)] = None,
     init_from: Annotated[Optional[str], typer.Option(help="Fine-tune from a packaged model (`gliomaseg models`), run folder or "
                                                      "checkpoint, with a fresh schedule.", rich_help_panel=MODEL)] = None,
     optimizer: Annotated[Optional[Literal[OPTIMIZERS]], typer.Option(  # type: ignore[valid-type]
@@ -324,17 +331,20 @@ def train_command(
     from gliomaseg.training.run_tuning import tune_run_postprocessing
     from gliomaseg.training.trainer import preprocess_config_for, train
 
+    if stage_one and tune_postprocess:
+        log.info("a two-stage run's rules are tuned on two-stage predictions (`gliomaseg postprocess tune`), not at the end of training")
     try:
         config = ExperimentConfig(
-            preprocess=preprocess_config_for(data, size, label_scheme, preset, extra_channel),
+            preprocess=preprocess_config_for(data, size, label_scheme, preset, extra_channel, native or bool(stage_one)),
             train=train_config_for(
                 preset, model=model, targets=targets, dropout=dropout, epochs=epochs, batch_size=batch_size, lr=lr,
-                optimizer=optimizer, repeats=repeats, steps_per_epoch=steps_per_epoch, patch_size=patch_size,
+                optimizer=optimizer, repeats=repeats, steps_per_epoch=steps_per_epoch,
+                patch_size=patch_size if patch_size or not stage_one else STAGE_TWO_PATCH, stage_one=stage_one,
                 augment="none" if no_augment else augment, modality_dropout=modality_dropout, transplant=transplant,
                 val_fraction=val_fraction,
                 folds=folds, fold=fold, val_every=val_every, seed=seed, deterministic=deterministic,
                 amp=False if no_amp else None, cpu_bf16=cpu_bf16, sync_batchnorm=sync_bn, compile=compile_model, num_workers=workers,
-                tune_postprocess=tune_postprocess, protocol=protocol, init_from=init_from,
+                tune_postprocess=tune_postprocess and not stage_one, protocol=protocol, init_from=init_from,
             ),
             preset=preset,
         )

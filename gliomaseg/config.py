@@ -30,6 +30,9 @@ class PreprocessConfig:
     percentiles: tuple[float, float] = (1.0, 99.0)  # per-modality clipping inside the brain
     label_scheme: str = "brats2024"  # how the training label files are written (labels.LABEL_SCHEMES)
     extra_channels: tuple[str, ...] = ()  # EXTRA_CHANNELS appended after the four sequences
+    # keep the brain box on the input's own grid (1 mm in BraTS) instead of resizing it to ``size``: a two-stage
+    # model's second stage, trained on cubes of TrainConfig.patch_size and predicting by sliding window
+    native: bool = False
 
     def __post_init__(self) -> None:
         unknown = set(self.extra_channels) - set(EXTRA_CHANNELS)
@@ -51,6 +54,8 @@ NETWORK_NAMES = ("vnet3d", "vnet3d-lean", "monai-vnet", "segresnet", "dynunet")
 TARGET_NAMES = ("labels", "regions")
 """``TrainConfig.targets`` values (gliomaseg.model.targets.TARGETS)."""
 OPTIMIZERS = ("adamw", "sgd")
+STAGE_TWO_PATCH = 64
+"""A second stage's cube side unless --patch-size says otherwise: 64 mm at 1 mm, the cost of a cpu-preset step."""
 PROTOCOL_NAMES = ("brats2024", "brats2026")
 """``TrainConfig.protocol`` and ``--protocol`` values (gliomaseg.evaluation.protocol.PROTOCOLS)."""
 
@@ -93,6 +98,9 @@ class TrainConfig:
     init_from: str = ""  # start from these weights (packaged model name, run folder or checkpoint) with a fresh schedule
     # what validation (metrics.csv val_dice_*, best.pt) and tuning score: brats2024 lesion-wise Dice, or brats2026 pq_dsc
     protocol: str = "brats2024"
+    # a two-stage model's first stage (its run folder's name as given to --stage-one; a copy is kept in the run's
+    # stage_one/): it finds the tumour on its grid, this run segments the box around it on the native grid
+    stage_one: str = ""
 
 
 PRESETS: dict[str, dict[str, Any]] = {

@@ -75,3 +75,20 @@ def case_copy(tmp_path, synthetic_dir) -> Path:
     target = tmp_path / "cases" / source.name
     shutil.copytree(source, target)
     return target
+
+
+@pytest.fixture(scope="session")
+def two_stage_run(tmp_path_factory, synthetic_dir, trained_run) -> Path:
+    """A two-stage run folder: a VNet3d second stage trained one epoch on 32^3 cubes of the native grid over
+    ``trained_run`` (``train --stage-one``)."""
+    from typer.testing import CliRunner
+
+    from gliomaseg.cli import app
+
+    run_dir = tmp_path_factory.mktemp("two_stage") / "run"
+    result = CliRunner().invoke(app, ["-q", "train", str(synthetic_dir), "--out", str(run_dir), "--stage-one", str(trained_run),
+                                      "--model", "vnet3d", "--patch-size", "32", "--epochs", "1", "--batch-size", "2",
+                                      "--repeats", "1", "--no-augment", "--val-fraction", "0.25", "--seed", "0", "--workers", "0",
+                                      "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    return run_dir

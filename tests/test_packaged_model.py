@@ -18,12 +18,13 @@ from typer.testing import CliRunner
 from gliomaseg.cli import app
 from gliomaseg.labels import REGIONS
 from gliomaseg.model.packaged import DEFAULT_MODEL, INFO_FILE, packaged_models
+from gliomaseg.model.run_folder import RunFolder
 
 REPO = Path(__file__).resolve().parents[1]
 CASE = REPO / "examples" / "data" / "TCGA-DU-7294"
 WEIGHTS_LIMIT_BYTES = 25 * 2**20
 
-# Loads the default packaged model from wherever ``gliomaseg`` is imported, with every socket refused.
+# Loads the packaged model named by argv[1] (else the default) from wherever ``gliomaseg`` is imported, with every socket refused.
 LOAD_OFFLINE = """
 import socket, sys
 def refuse(*args, **kwargs):
@@ -33,8 +34,8 @@ for name in ("connect", "connect_ex"):
 socket.getaddrinfo = socket.create_connection = refuse
 import gliomaseg
 from gliomaseg.model.loading import load_model
-model = load_model(None, "cpu")
-print(gliomaseg.__file__, model.checkpoint, type(model.network).__name__, model.rules.changes_anything)
+model = load_model(sys.argv[1] if len(sys.argv) > 1 else None, "cpu")
+print(gliomaseg.__file__, model.checkpoint, type(model.network).__name__, model.rules.changes_anything, 1 + (model.stage_one is not None))
 """
 
 
@@ -104,31 +105,58 @@ def test_the_model_card_and_model_json_carry_the_measured_scores():
     assert f"{cavities['cases']} of {cavities['of']} pre-operative cases were given a resection cavity" in card
 
 
-def test_the_wheel_carries_the_model_and_it_loads_installed_with_the_network_blocked(tmp_path):
-    # built from a copy: a build writes build/ and egg-info beside its sources
+def _install_wheel(tmp_path: Path, extra_models: dict[str, Path] | None = None) -> tuple[list[str], Path]:
+    """Build a wheel from a copy of the sources (a build writes build/ and egg-info beside them), with
+    ``extra_models`` (name: packaged-model folder) added, and pip-install it into a folder: its names, the folder."""
     source = tmp_path / "source"
     shutil.copytree(REPO / "gliomaseg", source / "gliomaseg", ignore=shutil.ignore_patterns("__pycache__"))
+    for name, folder in (extra_models or {}).items():
+        shutil.copytree(folder, source / "gliomaseg" / "models" / name)
     for name in ("pyproject.toml", "README.md"):
         shutil.copyfile(REPO / name, source / name)
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "wheel"),
                             str(source)], capture_output=True, text=True)
     assert built.returncode == 0, built.stderr
     wheel = next((tmp_path / "wheel").glob("gliomaseg-*.whl"))
-    names = zipfile.ZipFile(wheel).namelist()
-    folder = f"gliomaseg/models/{DEFAULT_MODEL}/"
-    for name in ("best.pt", "config.json", "postprocess.json", "MODEL_CARD.md", INFO_FILE):
-        assert folder + name in names, name
     target = tmp_path / "installed"
     installed = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
                                capture_output=True, text=True)
     assert installed.returncode == 0, installed.stderr
-    # the installed copy first on the path, not the source tree
-    loaded = subprocess.run([sys.executable, "-c", LOAD_OFFLINE], capture_output=True, text=True, cwd=tmp_path,
-                            env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"})
+    return zipfile.ZipFile(wheel).namelist(), target
+
+
+def _load_offline(tmp_path: Path, target: Path, model: str | None = None) -> list[str]:
+    """LOAD_OFFLINE run with the installed copy first on the path, not the source tree: what it prints."""
+    loaded = subprocess.run([sys.executable, "-c", LOAD_OFFLINE, *([model] if model else [])], capture_output=True, text=True,
+                            cwd=tmp_path, env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"})
     assert loaded.returncode == 0, loaded.stderr
-    module, checkpoint, network, has_rules = loaded.stdout.split()
+    return loaded.stdout.split()
+
+
+def test_the_wheel_carries_the_model_and_it_loads_installed_with_the_network_blocked(tmp_path):
+    names, target = _install_wheel(tmp_path)
+    folder = f"gliomaseg/models/{DEFAULT_MODEL}/"
+    for name in ("best.pt", "config.json", "postprocess.json", "MODEL_CARD.md", INFO_FILE):
+        assert folder + name in names, name
+    module, checkpoint, network, has_rules, stages = _load_offline(tmp_path, target)
     assert module.startswith(str(target)) and checkpoint.startswith(str(target / "gliomaseg" / "models" / DEFAULT_MODEL))
-    assert network == "VNet3d" and has_rules == "True"
+    assert network == "VNet3d" and has_rules == "True" and stages == "1"
+
+
+def test_a_packaged_two_stage_model_installs_with_its_first_stage_and_loads_offline(two_stage_run, tmp_path):
+    packaged = tmp_path / "two-stage"
+    for name in (RunFolder.CONFIG, RunFolder.BEST, f"{RunFolder.STAGE_ONE}/{RunFolder.CONFIG}", f"{RunFolder.STAGE_ONE}/{RunFolder.BEST}"):
+        (packaged / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(two_stage_run / name, packaged / name)
+    (packaged / INFO_FILE).write_text(json.dumps({"summary": "a two-epoch test model"}))
+    names, target = _install_wheel(tmp_path, {"two-stage-test": packaged})
+    assert "gliomaseg/models/two-stage-test/stage_one/best.pt" in names
+    module, checkpoint, _, _, stages = _load_offline(tmp_path, target, "two-stage-test")
+    assert module.startswith(str(target)) and checkpoint.startswith(str(target / "gliomaseg" / "models" / "two-stage-test"))
+    assert stages == "2"
+    listed = subprocess.run([sys.executable, "-m", "gliomaseg", "models"], capture_output=True, text=True, cwd=tmp_path,
+                            env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"})
+    assert "two-stage-test: a two-epoch test model (two-stage:" in listed.stdout, listed.stdout + listed.stderr
 
 
 def test_init_from_the_packaged_model_with_another_network_is_one_line_naming_both(synthetic_dir, tmp_path):

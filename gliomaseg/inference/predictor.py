@@ -17,6 +17,7 @@ import torch
 
 from gliomaseg.batch import BatchReport, run_batch
 from gliomaseg.io.atomic import remove_stale_temporaries, write_text_atomic
+from gliomaseg.inference.two_stage import refined_probabilities
 from gliomaseg.inference.ensemble import SavedProbabilities, common_targets, mean_probabilities, probabilities_path, write_probabilities
 from gliomaseg.io.cases import LoadedCase, find_case_folders, load_case, read_case_folder
 from gliomaseg.io.nifti import NIFTI_SUFFIX, save_label_map
@@ -34,7 +35,10 @@ log = logging.getLogger("gliomaseg")
 
 
 def native_probabilities(model: LoadedModel, case: LoadedCase, flip_tta: bool = False) -> torch.Tensor:
-    """(C, X, Y, Z) float32 probabilities of one run on the case's native grid, in its own targets."""
+    """(C, X, Y, Z) float32 probabilities of one run on the case's native grid, in its own targets (a two-stage
+    model's: :mod:`gliomaseg.inference.two_stage`)."""
+    if model.stage_one is not None:
+        return refined_probabilities(model, case, native_probabilities(model.stage_one, case, flip_tta), flip_tta)
     prepared = preprocess_case(case, model.config.preprocess)
     image = torch.from_numpy(prepared.image)[None]
     probabilities = predict_probabilities(model.network, image, model.targets, flip_tta=flip_tta, amp=model.config.train.amp,

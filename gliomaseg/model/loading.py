@@ -28,6 +28,7 @@ class LoadedModel:
     config: ExperimentConfig
     checkpoint: Path
     rules: PostprocessRules = PostprocessRules()  # applied to every prediction (none: change nothing)
+    stage_one: LoadedModel | None = None  # a two-stage model's first stage (its own rules gate the second)
 
     @property
     def targets(self) -> Targets:
@@ -67,4 +68,10 @@ def load_model(model: Path | str | None, device: str | None = None, postprocess:
         network.load_state_dict(state["model"])
     except (ValueError, RuntimeError, KeyError, TypeError) as err:
         raise InputError(path, f"checkpoint does not match its architecture ({str(err).splitlines()[0][:120]})") from None
-    return LoadedModel(ready_for_inference(network, dev), config, path, rules)
+    stage_one = None
+    if config.train.stage_one:
+        stage_dir = RunFolder(path.parent).stage_one_dir
+        if not stage_dir.is_dir():
+            raise InputError(path, f"is a two-stage model's second stage but its first stage ({stage_dir}) is missing")
+        stage_one = load_model(stage_dir, device)
+    return LoadedModel(ready_for_inference(network, dev), config, path, rules, stage_one)

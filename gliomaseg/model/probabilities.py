@@ -10,8 +10,9 @@ from gliomaseg.model.targets import Targets
 
 def _logits(model: torch.nn.Module, image: torch.Tensor, patch_size: int) -> torch.Tensor:
     """The whole grid at once, or, for a network trained on cubes of ``patch_size``, overlapping
-    cubes blended with Gaussian weights (MONAI's sliding window, as nnU-Net predicts)."""
-    if not patch_size or all(side <= patch_size for side in image.shape[2:]):
+    cubes blended with Gaussian weights (MONAI's sliding window, as nnU-Net predicts; it also pads a native
+    grid smaller than a cube)."""
+    if not patch_size or all(side == patch_size for side in image.shape[2:]):
         return model(image)
     from monai.inferers import sliding_window_inference  # only here: importing MONAI costs ~2 s
 

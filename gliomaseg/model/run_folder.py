@@ -12,9 +12,11 @@ Layout (every name is here and nowhere else)::
     validation/          the last validation's predictions, <case>.nii.gz on each case's native grid
     tensorboard/         the same numbers as TensorBoard events
     cache/               preprocessed training data, when trained from case folders
+    stage_one/           a two-stage model's first stage, a run folder of its own (train --stage-one)
     MODEL_CARD.md        a packaged model's card: data, scores, intended use, failure modes
 
-A packaged model needs only config.json, one checkpoint, postprocess.json and its card.
+A packaged model needs only config.json, one checkpoint, postprocess.json and its card (and a two-stage
+model its stage_one/).
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class RunFolder:
     VALIDATION = "validation"
     TENSORBOARD = "tensorboard"
     CACHE = "cache"
+    STAGE_ONE = "stage_one"  # a two-stage model's first stage, copied in (a run folder of its own)
     MODEL_CARD = "MODEL_CARD.md"
 
     def __post_init__(self) -> None:
@@ -98,6 +101,10 @@ class RunFolder:
     @property
     def cache_dir(self) -> Path:
         return self.path / self.CACHE
+
+    @property
+    def stage_one_dir(self) -> Path:
+        return self.path / self.STAGE_ONE
 
     @property
     def model_card(self) -> Path:

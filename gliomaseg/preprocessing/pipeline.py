@@ -51,16 +51,17 @@ class PreprocessedCase:
 
 
 def preprocess_case(case: LoadedCase, config: PreprocessConfig) -> PreprocessedCase:
-    """Brain crop, per-modality clip + z-score inside the brain, resize to ``config.size``."""
+    """Brain crop, per-modality clip + z-score inside the brain, resize to ``config.size`` (unless ``config.native``:
+    then the network grid is the brain box itself)."""
     mask = brain_mask(case.image, config.threshold)
     box = brain_box(mask, config.margin)
     image = clip_and_zscore(crop_to_brain(case.image, box), crop_to_brain(mask, box), config.percentiles)
     image = with_extra_channels(image, config.extra_channels)
-    resized = resize_image(image, config.size).numpy()
+    resized = np.ascontiguousarray(image, dtype=np.float32) if config.native else resize_image(image, config.size).numpy()
     label = native_crop = None
     if case.label is not None:
         native_crop = np.ascontiguousarray(crop_to_brain(case.label, box))
-        label = resize_labels(native_crop, config.size).numpy()
+        label = native_crop if config.native else resize_labels(native_crop, config.size).numpy()
     geometry = Geometry(tuple(case.image.shape[1:]), case.affine, box, case.space)
     return PreprocessedCase(case.case_id, resized, label, geometry, native_crop)
 

@@ -17,6 +17,7 @@ from monai.transforms import (
     RandScaleIntensityd,
     RandShiftIntensityd,
     RandSimulateLowResolutiond,
+    SpatialPadd,
 )
 from monai.transforms import MapTransform, RandomizableTransform
 from monai.utils import convert_to_tensor
@@ -108,11 +109,13 @@ class RandModalityDropoutd(RandomizableTransform, MapTransform):
 def training_transform(augment: str, modality_dropout: float = 0.0, patch_size: int = 0, transplant: float = 0.0,
                        donors: list[Path] | None = None) -> Compose | None:
     """A tumour of one of ``donors`` (cache folders) pasted in with probability ``transplant``, a random cube
-    of ``patch_size`` (if > 0; centred on tumour half of the time, as nnU-Net oversamples foreground), the
-    ``augment`` augmentation (unless "none"), then sequence dropout (if ``modality_dropout``)."""
+    of ``patch_size`` (if > 0; centred on tumour half of the time, as nnU-Net oversamples foreground; padded
+    with background where a native grid is smaller), the ``augment`` augmentation (unless "none"), then sequence
+    dropout (if ``modality_dropout``)."""
+    cube = (patch_size,) * 3
     steps = (([RandTumourTransplantd(donors or [], transplant)] if transplant > 0 else [])
-             + ([RandCropByPosNegLabeld(KEYS, "label", (patch_size,) * 3, pos=1, neg=1, num_samples=1, allow_smaller=True)]
-              if patch_size else [])
+             + ([RandCropByPosNegLabeld(KEYS, "label", cube, pos=1, neg=1, num_samples=1, allow_smaller=True),
+                 SpatialPadd(KEYS, cube)] if patch_size else [])
              + ([training_augmentation(augment)] if augment != "none" else [])
              + ([RandModalityDropoutd(modality_dropout)] if modality_dropout > 0 else []))
     return Compose(steps) if steps else None

@@ -42,6 +42,7 @@ from gliomaseg.model.device import autocast, memory_format
 from gliomaseg.model.loading import resolve_checkpoint
 from gliomaseg.model.networks import SIZE_MULTIPLE, network_for
 from gliomaseg.model.run_folder import METRIC_COLUMN, RunFolder
+from gliomaseg.model.stage_one import keep_stage_one
 from gliomaseg.model.targets import Targets, targets_named
 from gliomaseg.preprocessing.cache import cache_config, cached_label_values, is_cache, labelled_case_ids, preprocess_dataset
 from gliomaseg.progress import progress
@@ -105,8 +106,8 @@ def _warn_if_old_label_scheme(data: Path, cache_dir: Path, scheme: str) -> None:
 
 
 def preprocess_config_for(data: Path | str, size: int | None, label_scheme: str | None = None,
-                          preset: str = "recipe", extra_channels: list[str] | None = None) -> PreprocessConfig:
-    """The preprocessing to train with: ``size``, ``label_scheme`` and ``extra_channels`` where given;
+                          preset: str = "recipe", extra_channels: list[str] | None = None, native: bool = False) -> PreprocessConfig:
+    """The preprocessing to train with: ``size``, ``label_scheme``, ``extra_channels`` and ``native`` where given;
     the rest from a cache's own settings, or for raw data from the preset (the recipe's by default)."""
     config = cache_config(data) if is_cache(data) else PreprocessConfig(size=preset_size(preset))
     if size is not None:
@@ -115,6 +116,8 @@ def preprocess_config_for(data: Path | str, size: int | None, label_scheme: str 
         config = replace(config, label_scheme=label_scheme)
     if extra_channels:
         config = replace(config, extra_channels=tuple(extra_channels))
+    if native:
+        config = replace(config, native=True)
     return config
 
 
@@ -128,9 +131,13 @@ def build_optimizer(parameters, tc: TrainConfig) -> torch.optim.Optimizer:
 
 
 def _check_size(config: ExperimentConfig) -> None:
+    patch = config.train.patch_size
+    if config.preprocess.native:  # the grid is each case's own brain box: only the cubes must suit the network
+        if not patch or patch % SIZE_MULTIPLE:
+            raise ValueError(f"training on the native grid needs --patch-size, a multiple of {SIZE_MULTIPLE} (got {patch})")
+        return
     if any(s % SIZE_MULTIPLE for s in config.preprocess.size):
         raise ValueError(f"--size must be a multiple of {SIZE_MULTIPLE}, got {config.preprocess.size}")
-    patch = config.train.patch_size
     if patch and (patch % SIZE_MULTIPLE or patch > min(config.preprocess.size)):
         raise ValueError(f"--patch-size must be a multiple of {SIZE_MULTIPLE} and at most the grid {config.preprocess.size}, got {patch}")
 
@@ -299,6 +306,8 @@ def set_up(data: Path, run_dir: Path, config: ExperimentConfig, device: str | No
         cache_dir, config = prepare_cache(data, run.path, config, workers, quiet)
         _warn_if_old_label_scheme(data, cache_dir, config.preprocess.label_scheme)
         run.save_config(config)
+        if config.train.stage_one:
+            log.info("stage one: %s (kept in %s)", config.train.stage_one, keep_stage_one(run, config.train.stage_one, config).parent)
     barrier(ctx)
     if not ctx.is_main:
         cache_dir, config = cache_location(data, run.path), run.load_config()

@@ -1,0 +1,151 @@
+"""Two-stage models: a coarse whole-brain stage finds the tumour, a native-grid stage segments around it.
+
+The rim tests use voxel classifiers with set weights (a 1x1x1 convolution reading T1c and FLAIR) in both stages,
+so what they measure is the two-stage machinery itself: the same classifier loses a 2-voxel enhancing rim on
+the coarse grid and keeps it on the native one only if the window, the gate and the paste-back are right.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+from typer.testing import CliRunner
+
+from gliomaseg.cli import app
+from gliomaseg.config import ExperimentConfig, PreprocessConfig, TrainConfig
+from gliomaseg.errors import InputError
+from gliomaseg.inference.predictor import native_probabilities
+from gliomaseg.inference.two_stage import GATE_MM
+from gliomaseg.io.cases import load_case, read_case_folder
+from gliomaseg.io.nifti import save_image, save_label_map
+from gliomaseg.labels import MODALITIES, region_mask
+from gliomaseg.model.loading import LoadedModel, load_model
+from gliomaseg.model.run_folder import RunFolder
+from gliomaseg.model.stage_one import keep_stage_one
+
+ET, NETC = 3, 1
+RIM_CASE = "BraTS-GLI-99990-000"
+
+
+@pytest.fixture(scope="module")
+def rim_case(tmp_path_factory):
+    """A 96^3 head: a necrotic core (r 8) inside a 2-voxel enhancing rim, inside FLAIR hyperintensity (r 16)."""
+    folder = tmp_path_factory.mktemp("rim") / RIM_CASE
+    folder.mkdir()
+    shape = (96, 96, 96)
+    grid = np.indices(shape, dtype=float)
+    brain = np.sqrt(((grid - 48) ** 2).sum(0)) < 42
+    radius = np.sqrt(((grid - np.array([56, 48, 50])[:, None, None, None]) ** 2).sum(0))
+    label = np.zeros(shape, np.uint8)
+    label[brain & (radius < 16)] = 2
+    label[radius < 10] = ET
+    label[radius < 8] = NETC
+    rng = np.random.default_rng(0)
+    images = {m: brain * (100.0 + rng.normal(0, 3, shape)) for m in MODALITIES}
+    images["t2f"][label > 0] += 200
+    images["t2w"][label > 0] += 150
+    images["t1c"][label == ET] += 200
+    images["t1c"][label == NETC] -= 60
+    for modality, image in images.items():
+        save_image(image.astype(np.float32), np.eye(4), folder / f"{RIM_CASE}-{modality}.nii.gz")
+    save_label_map(label, np.eye(4), folder / f"{RIM_CASE}-seg.nii.gz")
+    return load_case(read_case_folder(folder))
+
+
+def voxel_classifier(finds_tumour: bool = True) -> torch.nn.Module:
+    """Labels from z-scored T1c (channel 1) and FLAIR (channel 3) alone: bright FLAIR is tumour, bright T1c in it
+    enhancing, dark T1c in it necrotic; ``finds_tumour=False``: background everywhere."""
+    weights = torch.zeros(5, len(MODALITIES))
+    weights[1, 3], weights[1, 1] = 2, -4  # NETC
+    weights[2, 3] = 2  # SNFH
+    weights[3, 3], weights[3, 1] = 2, 4  # ET
+    bias = torch.tensor([0.0 if finds_tumour else 100.0, -12, -4, -12, -50])
+    network = torch.nn.Conv3d(len(MODALITIES), 5, 1)
+    with torch.no_grad():
+        network.weight.copy_(weights[:, :, None, None, None])
+        network.bias.copy_(bias)
+    return network.eval()
+
+
+def two_stages(first_finds_tumour: bool = True) -> LoadedModel:
+    first = LoadedModel(voxel_classifier(first_finds_tumour),
+                        ExperimentConfig(preprocess=PreprocessConfig(size=(16, 16, 16)), train=TrainConfig(amp=False)), Path("one"))
+    second = ExperimentConfig(preprocess=PreprocessConfig(native=True), train=TrainConfig(amp=False, patch_size=32, stage_one="one"))
+    return LoadedModel(voxel_classifier(), second, Path("two"), stage_one=first)
+
+
+def labels_of(model: LoadedModel, case) -> np.ndarray:
+    return model.targets.decode(native_probabilities(model, case)).numpy()
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return float(2 * (a & b).sum() / (a.sum() + b.sum()))
+
+
+def test_a_thin_enhancing_rim_the_coarse_stage_loses_is_recovered_by_the_second_stage(rim_case):
+    model = two_stages()
+    coarse, refined = labels_of(model.stage_one, rim_case), labels_of(model, rim_case)
+    rim = rim_case.label == ET
+    assert dice(coarse == ET, rim) < 0.5  # ~0.25: at ~5 mm the rim is averaged with the core and the oedema
+    assert dice(refined == ET, rim) > 0.85  # ~0.95
+    assert dice(refined == NETC, rim_case.label == NETC) > dice(coarse == NETC, rim_case.label == NETC)
+    # beyond the gate the first stage's labels stand
+    far = ndimage.distance_transform_edt(~region_mask(coarse, "WT")) > GATE_MM + 1
+    assert far.any() and np.array_equal(refined[far], coarse[far])
+
+
+def test_when_stage_one_finds_nothing_stage_two_searches_the_brain_box_and_says_so(rim_case, caplog):
+    model = two_stages(first_finds_tumour=False)
+    assert not labels_of(model.stage_one, rim_case).any()
+    with caplog.at_level(logging.INFO, logger="gliomaseg"):
+        refined = labels_of(model, rim_case)
+    said = [r.getMessage() for r in caplog.records if "stage one found no tumour" in r.getMessage()]
+    assert said == [f"{RIM_CASE}: stage one found no tumour; stage two searched the whole brain box on the native grid"]
+    assert dice(refined == ET, rim_case.label == ET) > 0.85
+    assert dice(region_mask(refined, "WT"), region_mask(rim_case.label, "WT")) > 0.9
+
+
+def test_a_trained_two_stage_model_is_one_run_folder_predicting_on_the_input_grid(two_stage_run, synthetic_dir, tmp_path):
+    run = RunFolder(two_stage_run)
+    assert RunFolder(run.stage_one_dir).best_checkpoint.exists() and RunFolder(run.stage_one_dir).config_file.exists()
+    config = run.load_config()
+    assert config.preprocess.native and config.train.patch_size == 32 and config.train.stage_one
+    model = load_model(two_stage_run, "cpu")
+    assert model.stage_one is not None and not model.stage_one.config.preprocess.native
+    out = tmp_path / "pred"
+    result = CliRunner().invoke(app, ["-q", "predict", str(synthetic_dir), "-o", str(out), "-m", str(two_stage_run), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    for folder in sorted(p for p in synthetic_dir.iterdir() if p.is_dir()):
+        source = nib.load(folder / f"{folder.name}-t1c.nii.gz")
+        written = nib.load(out / f"{folder.name}.nii.gz")
+        assert written.shape == source.shape and np.allclose(written.affine, source.affine)
+        assert written.get_data_dtype() == np.uint8
+        assert set(np.unique(np.asarray(written.dataobj))) <= {0, 1, 2, 3, 4}
+    # the run folder is the whole model: moved alone, it still loads both stages
+    moved = tmp_path / "moved"
+    for name in (RunFolder.CONFIG, RunFolder.BEST if run.best_checkpoint.exists() else RunFolder.LAST):
+        (moved / name).parent.mkdir(parents=True, exist_ok=True)
+        (moved / name).write_bytes((two_stage_run / name).read_bytes())
+    with pytest.raises(InputError, match="first stage .* is missing"):
+        load_model(moved, "cpu")
+    for name in (RunFolder.CONFIG, RunFolder.BEST):
+        (moved / RunFolder.STAGE_ONE).mkdir(exist_ok=True)
+        (moved / RunFolder.STAGE_ONE / name).write_bytes((run.stage_one_dir / name).read_bytes())
+    assert load_model(moved, "cpu").stage_one is not None
+
+
+def test_stage_one_must_be_a_one_stage_model_with_the_same_targets(two_stage_run, trained_run, synthetic_dir, tmp_path):
+    result = CliRunner().invoke(app, ["-q", "train", str(synthetic_dir), "--out", str(tmp_path / "again"), "--stage-one",
+                                      str(two_stage_run), "--patch-size", "32", "--epochs", "1", "--workers", "0"])
+    assert result.exit_code != 0
+    assert "is itself a two-stage model's second stage" in result.output and len(result.output.strip().splitlines()) == 1
+    regions = ExperimentConfig(train=TrainConfig(targets="regions", stage_one=str(trained_run)))
+    with pytest.raises(InputError, match="the stages must agree"):
+        keep_stage_one(RunFolder(tmp_path / "regions"), str(trained_run), regions)
+    assert not (tmp_path / "regions" / RunFolder.STAGE_ONE).exists()
