@@ -329,6 +329,9 @@ def summarise_setup(setup: str, work: Path, folds: int) -> dict | None:
         "false_cavities": {"raw": false_cavities(per_case, "raw"), "nested": false_cavities(per_case, "nested")},
         "inputs": {name: {region: interval([c["inputs"][name][region][0] for c in per_case.values()]) for region in REGIONS}
                    for name in inputs},
+        "inputs_change_from_full": {name: {region: _paired(per_case, lambda e, g=region, n=name: e["inputs"][n][g][0],
+                                                           lambda c, e, g=region: e["nested"][g][0]) for region in REGIONS}
+                                    for name in inputs},
         "nested_rules": nested_rules,
         "rules_all_cases": final.rules.to_dict(),
         "per_case": per_case,
@@ -344,8 +347,9 @@ def _cell(stat: dict[str, float], digits: int) -> str:
     return f"{stat['mean']:.{digits}f} [{stat['low']:.{digits}f}, {stat['high']:.{digits}f}]"
 
 
-def draw_worst(result: dict, work: Path, setup: str, data: Path, count: int) -> list[str]:
-    """Ground truth | prediction (nested rules) of the ``count`` cases with the lowest tumour-region mean Dice."""
+def draw_worst(result: dict, work: Path, setup: str, data: Path, count: int, out_dir: Path = RESULTS) -> list[str]:
+    """Ground truth | prediction (nested rules) of the ``count`` cases with the lowest tumour-region mean Dice, drawn
+    into ``out_dir``: their file names."""
     order = sorted(result["per_case"], key=lambda c: np.mean([result["per_case"][c]["nested"][r][0] for r in TUMOUR_REGIONS]))
     names = []
     for case_id in order[:count]:
@@ -356,7 +360,7 @@ def draw_worst(result: dict, work: Path, setup: str, data: Path, count: int) -> 
         rules = PostprocessRules.from_dict(result["nested_rules"][entry["fold"]])
         name = f"real_cv_{case_id}.png"
         scores = ", ".join(f"{r} {entry['nested'][r][0]:.2f}" for r in TUMOUR_REGIONS)
-        plot_overlay(case.image, rules.apply(prediction), RESULTS / name, ground_truth=case.label, title=f"{case_id} ({setup}): {scores}")
+        plot_overlay(case.image, rules.apply(prediction), out_dir / name, ground_truth=case.label, title=f"{case_id} ({setup}): {scores}")
         names.append(name)
     return names
 

@@ -5,8 +5,9 @@ Run: ``.venv/bin/python benchmarks/bench_train_step.py [--steps 12]``. Sets the 
 AdamW, channels-last, bf16 only on CPUs with native bf16) and times each phase of every step after two
 warm-up steps, then profiles the same steps with torch.profiler (self CPU time per op), and times the whole step
 of the ``--compare`` networks (default: vnet3d-lean) in the same run, as a ratio to VNet3d's. Nothing else may
-run on the machine meanwhile. Writes ``benchmarks/results/train_step.json`` and ``train_step.md``, named by
-the CPU's widest vector unit: a step costs ~3x more on AVX2-only cores than on AVX-512/bf16 ones.
+run on the machine meanwhile. Writes ``benchmarks/results/train_step_<unit>.json`` and ``.md``, ``<unit>`` the CPU's
+widest vector unit (avx2, avx512), so each kind of CPU keeps its own: a step costs ~2-3x more on AVX2-only cores than on
+AVX-512/bf16 ones.
 """
 
 from __future__ import annotations
@@ -140,7 +141,8 @@ def main() -> None:
     table += ["", "oneDNN's convolution implementations (ONEDNN_VERBOSE, one step of the bare network):", "",
               "| pass | implementation | ms/step |", "|---|---|---|"]
     table += [f"| {p['pass']} | `{p['implementation']}` | {p['ms_per_step']:.0f} |" for p in passes]
-    write_results("train_step", headline, {"machine_detail": machine(), "phases_s": per_phase, "steps": rows, "top_ops": top,
+    unit = "avx512" if "AVX-512" in machine() else "avx2" if "AVX2" in machine() else "other"
+    write_results(f"train_step_{unit}", headline, {"machine_detail": machine(), "phases_s": per_phase, "steps": rows, "top_ops": top,
                                            "onednn_passes": passes, "peer_s_per_step": peers}, table)
 
 

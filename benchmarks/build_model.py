@@ -26,7 +26,8 @@ from datetime import date
 from pathlib import Path
 
 import torch
-from bench_real import DEFAULT_DATA, SETUPS, SYNTHETIC_SEED, TUMOUR_REGIONS, synthetic_cases
+from bench_real import (DEFAULT_DATA, INCOMPLETE_INPUTS, SETUPS, SYNTHETIC_SEED, TUMOUR_REGIONS, draw_worst, interval,
+                        synthetic_cases)
 from common import RESULTS, machine
 
 from gliomaseg import __version__
@@ -53,10 +54,12 @@ def _link_all(source: Path, target: Path) -> None:
 
 
 def train_model(data: Path, work: Path, options: tuple[str, ...], synthetic: int) -> tuple[RunFolder, list[str], float, dict]:
-    """``gliomaseg train`` on every real case and ``synthetic`` synthetic ones; the run, the command, the seconds
+    """``gliomaseg train`` on every real case and ``synthetic`` synthetic ones; the run, the command (its folders
+    written CASES and RUN), the seconds
     its epochs took (summed from metrics.csv, so a build resumed after a kill counts every piece) and where and
     when they ran (``work/trained_on.json``, written only by a call that trained, so a card rebuilt from a finished
-    run on another machine or day still names the training's)."""
+    run on another machine or day still names the training's; a ``note`` added there, such as other jobs sharing the
+    machine, goes into the card beside the time)."""
     cases = work / "cases"
     _link_all(data, cases)
     if synthetic:
@@ -70,7 +73,9 @@ def train_model(data: Path, work: Path, options: tuple[str, ...], synthetic: int
     record = work / "trained_on.json"
     if len(run.history()) > epochs_before or not record.exists():
         write_text_atomic(record, json.dumps({"machine": machine(), "date": date.today().isoformat()}) + "\n")
-    return run, command, sum(float(row["seconds"]) for row in run.history()), json.loads(record.read_text())
+    # the card names what was trained on, not where it lay on the training machine
+    shown = [{str(cases): "CASES", str(run.path): "RUN"}.get(word, word) for word in command]
+    return run, shown, sum(float(row["seconds"]) for row in run.history()), json.loads(record.read_text())
 
 
 def export(run: RunFolder, target: RunFolder, rules: PostprocessRules, provenance: dict) -> None:
@@ -114,24 +119,32 @@ class Evidence:
     false_cavities: str = ""  # what the cross-validation saw of cavities predicted on real, pre-operative tumours
 
 
-def evidence_from_cross_validation(cv: dict) -> Evidence:
-    """The chosen setup of ``results/real_cv.json``: nested scores, rules tuned on every held-out prediction."""
-    name = cv["chosen"]
+def evidence_from_cross_validation(cv: dict, name: str, pictures: list[Path]) -> Evidence:
+    """Setup ``name`` of ``results/real_cv.json``: nested scores, rules tuned on every held-out prediction, and
+    ``pictures`` of its worst held-out cases (``real_cv_<case>.png``, as bench_real draws them)."""
     chosen, folds = cv["setups"][name], cv["settings"]["folds"]
     scores = {"setup": name, "source": "benchmarks/results/real_cv.json", "folds": folds, "cases": chosen["cases"],
               "label": f"{folds}-fold cross-validation of this setup over {chosen['cases']} real cases",
               "dice": {r: chosen["dice"]["nested"][r] for r in TUMOUR_REGIONS},
               "hd95": {r: chosen["hd95"]["nested"][r] for r in TUMOUR_REGIONS}}
+    if name != cv["chosen"]:  # a model beside the default one: what it gives up on what the default model is for
+        default = cv["setups"][cv["chosen"]]["per_case"]
+        scores["versus_default"] = {"setup": cv["chosen"], "dice": {r: interval(
+            [entry["nested"][r][0] - default[case]["nested"][r][0] for case, entry in chosen["per_case"].items()]) for r in TUMOUR_REGIONS}}
+    if chosen.get("inputs"):  # a setup trained with modality dropout, scored on each input a clinic sends
+        scores["inputs"] = {i: {"dice": {r: chosen["inputs"][i][r] for r in TUMOUR_REGIONS},
+                                "change_from_full": {r: chosen["inputs_change_from_full"][i][r] for r in TUMOUR_REGIONS}}
+                            for i in chosen["inputs"]}
     how = (f"The same setup ({name}: `{chosen['setup']}`) in {folds}-fold cross-validation by patient over the {chosen['cases']} real "
            f"cases: each case predicted by a model that never saw it, post-processing rules tuned on the other folds only, official "
            "BraTS 2024 lesion-wise protocol on the native grid. Mean over cases with a 95 % bootstrap interval over cases (RC left "
            "out: these cases have none; cavities predicted on them are under failure modes). The shipped model is trained on all "
            "of them. Every setup compared, per case: `benchmarks/results/real_cv.md` in the source repository.")
     worst = []
-    for overlay in cv["overlays"]:
-        case = overlay[len("real_cv_"):-len(".png")]  # bench_real draws real_cv_<case>.png
+    for picture in pictures:
+        case = picture.name[len("real_cv_"):-len(".png")]
         nested = chosen["per_case"][case]["nested"]
-        worst.append((case, RESULTS / overlay, ", ".join(f"{r} {nested[r][0]:.2f}" for r in TUMOUR_REGIONS)))
+        worst.append((case, picture, ", ".join(f"{r} {nested[r][0]:.2f}" for r in TUMOUR_REGIONS)))
     cavities = chosen["false_cavities"]["nested"]
     false_cavities = (f"In the cross-validation {cavities['cases']} of {cavities['of']} pre-operative cases were given a resection "
                       f"cavity they do not have (after post-processing; the largest {cavities['largest_ml']:.1f} mL): what the "
@@ -141,11 +154,45 @@ def evidence_from_cross_validation(cv: dict) -> Evidence:
                     false_cavities)
 
 
+def inputs_section(scores: dict) -> list[str]:
+    """The card's scores per input a clinic sends (each sequence missing, T1c + FLAIR only), beside the full input."""
+    if "inputs" not in scores:
+        return []
+    versus = scores.get("versus_default")
+    compared = ([f"On complete exams, paired per case against the setup of the default model ({versus['setup']}, same folds, "
+                 "nested post-processing), its lesion-wise Dice changes by " + ", ".join(
+                     f"{r} {versus['dice'][r]['mean']:+.3f} [{versus['dice'][r]['low']:+.3f}, {versus['dice'][r]['high']:+.3f}]"
+                     for r in TUMOUR_REGIONS) + ": `predict` without `--model` gives complete exams to the default model and "
+                 "only exams missing a sequence to this one.", ""] if versus else [])
+    def cells(stats: dict) -> str:
+        return " | ".join(f"{stats['dice'][r]['mean']:.3f} ({stats['change_from_full'][r]['mean']:+.3f} "
+                          f"[{stats['change_from_full'][r]['low']:+.3f}, {stats['change_from_full'][r]['high']:+.3f}])"
+                          for r in TUMOUR_REGIONS)
+    return [
+        "## Exams missing a sequence",
+        "",
+        "The same cross-validation with the held-out exams' sequences deleted (`predict` zero-fills them, as the model saw "
+        "in training): lesion-wise Dice, nested post-processing (the rules tuned on full inputs), and in brackets the "
+        "paired change from the same cases' full input with its 95 % bootstrap interval over cases.",
+        "",
+        "| input | " + " | ".join(TUMOUR_REGIONS) + " |",
+        "|---|" + "---|" * len(TUMOUR_REGIONS),
+        "| all four | " + " | ".join(f"{scores['dice'][r]['mean']:.3f}" for r in TUMOUR_REGIONS) + " |",
+        *(f"| {name} (without {', '.join(INCOMPLETE_INPUTS[name])}) | {cells(stats)} |" for name, stats in scores["inputs"].items()),
+        "",
+        *compared,
+    ]
+
+
 def model_card(info: dict, evidence: Evidence) -> str:
     """MODEL_CARD.md from model.json's facts and the evidence on real tumours."""
     scores = evidence.scores
     training = info["training"]
     table = _interval_table({"lesion-wise Dice": scores["dice"]}, 3) + _interval_table({"lesion-wise HD95 (mm)": scores["hd95"]}, 1)
+    dropout = info.get("modality_dropout", 0)
+    inputs = (f" Any of them but not all may be missing: it was trained with modality dropout {dropout:g} (each sequence blanked "
+              "with that chance), and `predict` zero-fills a missing one and says so; below, what each missing sequence costs."
+              if dropout else "")
     lines = [
         f"# {info['name']}: model card",
         "",
@@ -158,7 +205,8 @@ def model_card(info: dict, evidence: Evidence) -> str:
         "## What it does",
         "",
         "Input: the four co-registered, skull-stripped sequences t1n, t1c, t2w, t2f of one exam, on any 1 mm grid "
-        "(`gliomaseg prepare` makes them from raw DICOM or NIfTI). Output: a label map on the input's grid: 1 NETC, 2 SNFH, 3 ET, 4 RC.",
+        "(`gliomaseg prepare` makes them from raw DICOM or NIfTI)." + inputs + " Output: a label map on the input's grid: 1 NETC, "
+        "2 SNFH, 3 ET, 4 RC.",
         f"Network: {info['network']}. Preprocessing: brain box (intensity threshold + largest component), each sequence clipped at its "
         f"1st/99th percentile and z-scored inside the brain, resized to {info['grid']}; probabilities are resized back to the "
         "brain box and turned into labels on the native grid, then cleaned by the post-processing rules in `postprocess.json`.",
@@ -175,9 +223,13 @@ def model_card(info: dict, evidence: Evidence) -> str:
         "",
         "## How it was trained",
         "",
-        f"`{' '.join(training['command'])}` (the cpu preset: {info['recipe']}), {training['wall_min']:.1f} min of training on "
-        f"{training['machine']}, {training['date']}, gliomaseg {training['gliomaseg_version']}. "
-        "`.venv/bin/python benchmarks/build_model.py --work W --data REAL_CASES` rebuilds it, seeded (W outside the source tree "
+        f"`{' '.join(training['command'])}` (CASES: a folder of the real and synthetic case folders; the cpu preset: "
+        f"{info['recipe']}), {training['wall_min']:.1f} min of training on "
+        f"{training['machine']}, {training['date']}" + (f" ({training['note']})" if training.get("note") else "")
+        + f", gliomaseg {training['gliomaseg_version']}. "
+        "`.venv/bin/python benchmarks/build_model.py --work W --data REAL_CASES"
+        + ("" if "versus_default" not in scores else f" --setup {scores['setup']} --name {info['name']} --cv-work CV_WORK")
+        + "` rebuilds it, seeded (W outside the source tree "
         "keeps the run, so a killed build resumes).",
         "",
         "## Scores on real tumours",
@@ -194,6 +246,7 @@ def model_card(info: dict, evidence: Evidence) -> str:
         "Dice: " + ", ".join(f"{r} {v:.3f}" for r, v in info["synthetic_test_dice"].items()) + ". Synthetic cavities are "
         "easier than real ones: treat RC on real post-operative scans as unvalidated.",
         "",
+        *inputs_section(scores),
         "## Speed",
         "",
         info["speed"],
@@ -233,15 +286,29 @@ def main() -> None:
     parser.add_argument("--work", type=Path, required=True, help="kept training run and synthetic cases (outside the work tree)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--name", default=DEFAULT_MODEL)
+    parser.add_argument("--setup", choices=list(SETUPS), help="the cross-validated setup to train (default: real_cv.json's chosen one)")
+    parser.add_argument("--cv-work", type=Path, help="bench_real's --work, whose held-out predictions draw the worst cases of a "
+                                                     "setup that is not real_cv.json's chosen one (its pictures are not in results/)")
     parser.add_argument("--synthetic", type=int, help="synthetic cases added (default: the setup's)")
     args = parser.parse_args()
     if not args.data.is_dir():
         sys.exit(f"build_model: no real cases at {args.data}")
     cv = json.loads((RESULTS / "real_cv.json").read_text())
-    setup = SETUPS[cv["chosen"]]
+    name = args.setup or cv["chosen"]
+    if name not in cv["setups"]:
+        sys.exit(f"build_model: {name} is not in results/real_cv.json (bench_real.py summarise --setups {name})")
+    if name == cv["chosen"]:
+        pictures = [RESULTS / overlay for overlay in cv["overlays"]]
+    elif args.cv_work is None:
+        sys.exit(f"build_model: {name} is not real_cv.json's chosen setup: give --cv-work to draw its worst cases")
+    else:
+        drawn = args.work / "worst"
+        drawn.mkdir(parents=True, exist_ok=True)
+        pictures = [drawn / p for p in draw_worst(cv["setups"][name], args.cv_work, name, args.data, len(cv["overlays"]), drawn)]
+    setup = SETUPS[name]
     synthetic = args.synthetic if args.synthetic is not None else setup.synthetic
     run, command, seconds, trained_on = train_model(args.data, args.work, setup.options, synthetic)
-    evidence = evidence_from_cross_validation(cv)
+    evidence = evidence_from_cross_validation(cv, name, pictures)
     target = RunFolder(MODELS_DIR / args.name)
     export(run, target, evidence.rules, evidence.rules_provenance)
     config = run.load_config()
@@ -251,10 +318,13 @@ def main() -> None:
     for _, picture, _ in evidence.worst:
         shutil.copyfile(picture, target.path / "failures" / picture.name)
     weights = load_checkpoint(target.best_checkpoint)["model"].values()
+    dropout = config.train.modality_dropout
     info = {
         "name": args.name,
         "summary": (f"VNet3d on a {config.preprocess.size[0]}^3 grid of the brain box, trained on 28 real BraTS cases and "
-                    f"{synthetic} synthetic post-treatment ones"),
+                    f"{synthetic} synthetic post-treatment ones" + (f", with modality dropout {dropout:g}: for exams missing a sequence"
+                                                                  if dropout else "")),
+        "modality_dropout": dropout,
         "network": f"the recipe's VNet3d, {sum(v.numel() for v in weights if v.is_floating_point()):,} weights in float16, "
                    f"{config.preprocess.channels} input channels ({', '.join(('t1n', 't1c', 't2w', 't2f', *config.preprocess.extra_channels))}), "
                    f"{config.train.targets} targets",

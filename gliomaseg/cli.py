@@ -125,16 +125,17 @@ def main(
 @app.command(name="models")
 def models_command() -> None:
     """List the models shipped with gliomaseg: name, what it is, its cross-validated scores, its card."""
-    from gliomaseg.model.packaged import DEFAULT_MODEL, packaged_models
+    from gliomaseg.model.packaged import DEFAULT_MODEL, INCOMPLETE_MODEL, packaged_models
 
     models = packaged_models()
     if not models:
         _fail("no packaged model in this installation")
+    roles = {DEFAULT_MODEL: " (default)", INCOMPLETE_MODEL: " (default for exams missing a sequence)"}
     for name, model in models.items():
         cv = model.info.get("cross_validation", {})
         scores = ", ".join(f"{region} {stat['mean']:.3f}" for region, stat in cv.get("dice", {}).items())
         stages = " (two-stage: a 1 mm second stage around the tumour the first finds)" if model.run.load_config().train.stage_one else ""
-        typer.echo(f"{name}{' (default)' if name == DEFAULT_MODEL else ''}: {model.summary}{stages}")
+        typer.echo(f"{name}{roles.get(name, '')}: {model.summary}{stages}")
         if scores:
             typer.echo(f"    {cv.get('label', 'cross-validation')}, lesion-wise Dice: {scores}")
         typer.echo(f"    card: {model.run.model_card}")

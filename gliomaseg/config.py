@@ -98,8 +98,9 @@ class TrainConfig:
     init_from: str = ""  # start from these weights (packaged model name, run folder or checkpoint) with a fresh schedule
     # what validation (metrics.csv val_dice_*, best.pt) and tuning score: brats2024 lesion-wise Dice, or brats2026 pq_dsc
     protocol: str = "brats2024"
-    # a two-stage model's first stage (its run folder's name as given to --stage-one; a copy is kept in the run's
-    # stage_one/): it finds the tumour on its grid, this run segments the box around it on the native grid
+    # a two-stage model's first stage (the name of the run folder or packaged model given to --stage-one, never its
+    # path; a copy is kept in the run's stage_one/): it finds the tumour on its grid, this run segments the box around
+    # it on the native grid
     stage_one: str = ""
 
 

@@ -1,5 +1,6 @@
-"""The model shipped inside the package: found by name, installed with the wheel, loaded offline and
-without unpickling code, segmenting a real bundled case, its card agreeing with the cross-validation."""
+"""The models shipped inside the package: found by name, installed with the wheel, loaded offline and
+without unpickling code, segmenting a real bundled case (the model for incomplete exams when a sequence is
+missing), their cards agreeing with the cross-validation."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from gliomaseg.cli import app
 from gliomaseg.labels import REGIONS
-from gliomaseg.model.packaged import DEFAULT_MODEL, INFO_FILE, packaged_models
+from gliomaseg.inference.predictor import missing_sequences_path
+from gliomaseg.model.packaged import DEFAULT_MODEL, INCOMPLETE_MODEL, INFO_FILE, packaged_models
 from gliomaseg.model.run_folder import RunFolder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,8 +48,18 @@ def _default_model():
     return models[DEFAULT_MODEL]
 
 
-def test_the_default_model_is_a_small_float16_run_folder_with_its_card():
-    model = _default_model()
+def _incomplete_model():
+    models = packaged_models()
+    assert INCOMPLETE_MODEL in models, f"the model for incomplete exams {INCOMPLETE_MODEL} is not packaged (found: {list(models)})"
+    return models[INCOMPLETE_MODEL]
+
+
+TRAINING_MACHINE_PATH = re.compile(r"(?<![\w.])/(work|home|tmp|root|Users|scratch)/")
+
+
+@pytest.mark.parametrize("which", ["default", "incomplete"])
+def test_a_packaged_model_is_a_small_float16_run_folder_with_its_card(which):
+    model = _default_model() if which == "default" else _incomplete_model()
     run = model.run
     for path in (run.config_file, run.best_checkpoint, run.rules_file, run.model_card, run.path / INFO_FILE):
         assert path.is_file(), path
@@ -58,14 +71,17 @@ def test_the_default_model_is_a_small_float16_run_folder_with_its_card():
     card = run.model_card.read_text()
     for must in ("research", "BraTS", "synthetic", "Failure modes"):
         assert must in card, must
-    for picture in re.findall(r"\]\((failures/[^)]+)\)", card):
-        assert (run.path / picture).is_file(), picture
+    pictures = re.findall(r"\]\((failures/[^)]+)\)", card)
+    assert pictures and all((run.path / picture).is_file() for picture in pictures), pictures
+    for text in (card, (run.path / INFO_FILE).read_text(), run.config_file.read_text()):
+        assert not TRAINING_MACHINE_PATH.search(text), TRAINING_MACHINE_PATH.search(text)
 
 
 def test_models_lists_the_packaged_model_with_its_scores():
     result = CliRunner().invoke(app, ["models"])
     assert result.exit_code == 0, result.output
     assert f"{DEFAULT_MODEL} (default)" in result.output
+    assert f"{INCOMPLETE_MODEL} (default for exams missing a sequence)" in result.output
     assert "lesion-wise Dice: WT 0." in result.output
 
 
@@ -82,6 +98,31 @@ def test_predict_without_a_model_segments_the_bundled_real_case(tmp_path):
     whole_truth = np.isin(np.asarray(truth.dataobj), (1, 2, 3))
     dice = 2 * (whole_predicted & whole_truth).sum() / (whole_predicted.sum() + whole_truth.sum())
     assert dice >= 0.5, dice
+
+
+def test_predict_without_a_model_gives_an_exam_missing_a_sequence_to_the_model_for_incomplete_exams(tmp_path):
+    exam = tmp_path / "exams" / CASE.name
+    shutil.copytree(CASE, exam)
+    (exam / f"{CASE.name}-t2w.nii.gz").unlink()
+    out = tmp_path / "pred"
+    result = subprocess.run([sys.executable, "-m", "gliomaseg", "predict", str(exam.parent), "-o", str(out), "--device", "cpu"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert f"{CASE.name}: no t2w; zero-filled, predicted by {INCOMPLETE_MODEL}" in result.stderr
+    record = json.loads(missing_sequences_path(out, CASE.name).read_text())
+    assert record["missing_modalities"] == ["t2w"] and f"/{INCOMPLETE_MODEL}/" in record["models"][0]
+    predicted = nib.load(str(out / f"{CASE.name}.nii.gz"))
+    truth = nib.load(str(CASE / f"{CASE.name}-seg.nii.gz"))
+    assert predicted.shape == truth.shape and predicted.get_data_dtype() == np.uint8
+    whole_predicted = np.isin(np.asarray(predicted.dataobj), (1, 2, 3))
+    whole_truth = np.isin(np.asarray(truth.dataobj), (1, 2, 3))
+    assert 2 * (whole_predicted & whole_truth).sum() / (whole_predicted.sum() + whole_truth.sum()) >= 0.5
+    refused = subprocess.run([sys.executable, "-m", "gliomaseg", "-q", "predict", str(exam.parent), "-o", str(tmp_path / "refused"),
+                              "--device", "cpu", "--model", DEFAULT_MODEL], capture_output=True, text=True)
+    assert refused.returncode == 1
+    errors = [line for line in refused.stderr.splitlines() if "missing modality" in line]
+    assert len(errors) == 1 and f"{CASE.name}-t2w.nii.gz" in errors[0] and "trained with all four sequences" in errors[0], refused.stderr
+    assert not list((tmp_path / "refused").glob("*.nii.gz"))
 
 
 def _per_case_dice(source: dict) -> dict[str, dict[str, float]]:
@@ -103,6 +144,23 @@ def test_the_model_card_and_model_json_carry_the_measured_scores():
     assert recorded["source"] in card
     cavities = source["setups"][source["chosen"]]["false_cavities"]["nested"]  # predicted on pre-operative tumours
     assert f"{cavities['cases']} of {cavities['of']} pre-operative cases were given a resection cavity" in card
+
+
+def test_the_incomplete_exam_card_carries_each_input_s_cross_validated_scores():
+    model = _incomplete_model()
+    assert model.run.load_config().train.modality_dropout > 0
+    recorded = model.info["cross_validation"]
+    setup = json.loads((REPO / recorded["source"]).read_text())["setups"][recorded["setup"]]
+    assert set(recorded["inputs"]) == {"no-t1n", "no-t1c", "no-t2w", "no-t2f", "t1c+t2f"}
+    card = model.run.model_card.read_text()
+    for name, stats in recorded["inputs"].items():
+        row = next(line for line in card.splitlines() if line.startswith(f"| {name} "))
+        for region, cell in zip(recorded["dice"], row.strip("| ").split(" | ")[1:], strict=True):
+            scores = [(entry["inputs"][name][region][0], entry["nested"][region][0]) for entry in setup["per_case"].values()]
+            assert abs(stats["dice"][region]["mean"] - np.mean([s for s, _ in scores])) < 1e-4, (name, region)
+            change = stats["change_from_full"][region]
+            assert abs(change["mean"] - np.mean([s - full for s, full in scores])) < 1e-4, (name, region)
+            assert cell == f"{stats['dice'][region]['mean']:.3f} ({change['mean']:+.3f} [{change['low']:+.3f}, {change['high']:+.3f}])"
 
 
 def _install_wheel(tmp_path: Path, extra_models: dict[str, Path] | None = None) -> tuple[list[str], Path]:

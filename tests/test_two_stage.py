@@ -25,6 +25,7 @@ from gliomaseg.inference.two_stage import GATE_MM
 from gliomaseg.io.cases import load_case, read_case_folder
 from gliomaseg.io.nifti import save_image, save_label_map
 from gliomaseg.labels import MODALITIES, region_mask
+from gliomaseg.model.checkpoint import load_checkpoint
 from gliomaseg.model.loading import LoadedModel, load_model
 from gliomaseg.model.run_folder import RunFolder
 from gliomaseg.model.stage_one import keep_stage_one
@@ -111,11 +112,14 @@ def test_when_stage_one_finds_nothing_stage_two_searches_the_brain_box_and_says_
     assert dice(region_mask(refined, "WT"), region_mask(rim_case.label, "WT")) > 0.9
 
 
-def test_a_trained_two_stage_model_is_one_run_folder_predicting_on_the_input_grid(two_stage_run, synthetic_dir, tmp_path):
+def test_a_trained_two_stage_model_is_one_run_folder_predicting_on_the_input_grid(two_stage_run, trained_run, synthetic_dir, tmp_path):
     run = RunFolder(two_stage_run)
     assert RunFolder(run.stage_one_dir).best_checkpoint.exists() and RunFolder(run.stage_one_dir).config_file.exists()
     config = run.load_config()
-    assert config.preprocess.native and config.train.patch_size == 32 and config.train.stage_one
+    assert config.preprocess.native and config.train.patch_size == 32
+    # the first stage by name, in the config and in the weights' own copy of it: no path of the training machine ships
+    assert config.train.stage_one == trained_run.name and str(trained_run.parent) not in run.config_file.read_text()
+    assert load_checkpoint(run.checkpoint())["config"]["train"]["stage_one"] == trained_run.name
     model = load_model(two_stage_run, "cpu")
     assert model.stage_one is not None and not model.stage_one.config.preprocess.native
     out = tmp_path / "pred"

@@ -38,8 +38,11 @@ BENCHMARKS = {
                 "at 1 mm and resampled to 0.9x0.9x4 mm, against reading the label map alone in the same run."),
     "preprocess": ("Preprocessing speed", "`benchmarks/bench_preprocess.py`."),
     "train": ("Training step speed", "`benchmarks/bench_train.py`: seconds per step, loader throughput."),
-    "train_step": ("Where a cpu-preset training step goes", "`benchmarks/bench_train_step.py`: `--preset cpu` steps split into "
-                   "loader, forward, loss, backward and optimiser, the ops by self time, and oneDNN's kernel for each convolution pass."),
+    "train_step_avx2": ("Where a cpu-preset training step goes: AVX2 cores", "`benchmarks/bench_train_step.py`: `--preset cpu` steps "
+                        "split into loader, forward, loss, backward and optimiser, the ops by self time, and oneDNN's kernel for each "
+                        "convolution pass."),
+    "train_step_avx512": ("Where a cpu-preset training step goes: AVX-512/bf16 cores", "The same on the other kind of CPU these "
+                          "machines come with."),
     "learning": ("Learning on synthetic data", "`benchmarks/bench_learning.py`: held-out lesion-wise Dice against steps, four networks, two targets."),
     "learning_augment": ("Augmentation on synthetic data", "`benchmarks/bench_learning.py --augment basic multisite`."),
     "inference": ("Inference options", "`benchmarks/bench_inference.py`: tuned rules, ensembles, missing sequences."),
@@ -62,16 +65,17 @@ def _benchmarks() -> str:
     return "\n".join(parts)
 
 
-def _model_card() -> str:
-    from gliomaseg.model.packaged import DEFAULT_MODEL, packaged_models
+def _model_card(name: str, pictures: str) -> str:
+    """The packaged model's card, its failure pictures copied to generated/<pictures>/ (two cards' pictures can share a name)."""
+    from gliomaseg.model.packaged import packaged_models
 
-    model = packaged_models().get(DEFAULT_MODEL)
+    model = packaged_models().get(name)
     if model is None:
-        return "# The packaged model\n\nThis installation ships no model.\n"
+        return f"# {name}\n\nThis installation does not ship {name}.\n"
     failures = model.run.path / "failures"
     if failures.is_dir():
-        shutil.copytree(failures, GENERATED / "failures", dirs_exist_ok=True)
-    return model.run.model_card.read_text()
+        shutil.copytree(failures, GENERATED / pictures, dirs_exist_ok=True)
+    return model.run.model_card.read_text().replace("](failures/", f"]({pictures}/")
 
 
 def on_pre_build(config, **kwargs) -> None:
@@ -81,4 +85,7 @@ def on_pre_build(config, **kwargs) -> None:
         shutil.copyfile(figure, GENERATED / "results" / figure.name)
     (GENERATED / "cli.md").write_text(_cli_reference())
     (GENERATED / "benchmarks.md").write_text(_benchmarks())
-    (GENERATED / "model-card.md").write_text(_model_card())
+    from gliomaseg.model.packaged import DEFAULT_MODEL, INCOMPLETE_MODEL
+
+    (GENERATED / "model-card.md").write_text(_model_card(DEFAULT_MODEL, "failures"))
+    (GENERATED / "model-card-incomplete.md").write_text(_model_card(INCOMPLETE_MODEL, "failures-incomplete"))

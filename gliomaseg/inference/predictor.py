@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
-from functools import partial
+from collections.abc import Callable, Sequence
+from functools import cache, partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,9 +19,11 @@ from gliomaseg.batch import BatchReport, run_batch
 from gliomaseg.io.atomic import remove_stale_temporaries, write_text_atomic
 from gliomaseg.inference.two_stage import refined_probabilities
 from gliomaseg.inference.ensemble import SavedProbabilities, common_targets, mean_probabilities, probabilities_path, write_probabilities
-from gliomaseg.io.cases import LoadedCase, find_case_folders, load_case, read_case_folder
+from gliomaseg.errors import InputError
+from gliomaseg.io.cases import Case, LoadedCase, find_case_folders, load_case, read_case_folder
 from gliomaseg.io.nifti import NIFTI_SUFFIX, save_label_map
 from gliomaseg.model.loading import LoadedModel, load_model
+from gliomaseg.model.packaged import INCOMPLETE_MODEL, packaged_models
 from gliomaseg.model.probabilities import predict_probabilities
 from gliomaseg.model.targets import Targets
 from gliomaseg.postprocessing.rules import PostprocessRules
@@ -82,8 +84,8 @@ def _record_missing(case: LoadedCase, models: Sequence[LoadedModel], out_dir: Pa
     if not case.missing:
         sidecar.unlink(missing_ok=True)  # left by an earlier prediction of an incomplete version of this case
         return
-    log.warning("%s: no %s; zero-filled (the model was trained with modality dropout %s)", case.case_id, ", ".join(case.missing),
-                "/".join(f"{m.config.train.modality_dropout:g}" for m in models))
+    log.warning("%s: no %s; zero-filled, predicted by %s (trained with modality dropout %s)", case.case_id, ", ".join(case.missing),
+                model_name(models), "/".join(f"{m.config.train.modality_dropout:g}" for m in models))
     record = {"case": case.case_id, "missing_modalities": list(case.missing), "zero_filled": True,
               "models": [str(m.checkpoint) for m in models]}
     write_text_atomic(sidecar, json.dumps(record, indent=2) + "\n")
@@ -109,9 +111,25 @@ def _dicom_source(folder: Path, scan):
     return source_series(scan.dicom_folder, scan.grid.affine, scan.grid.size)
 
 
+def _models_for(files: Case, models: Sequence[LoadedModel], rules: PostprocessRules,
+                incomplete: Callable[[], LoadedModel] | None) -> tuple[Sequence[LoadedModel], PostprocessRules]:
+    """The models (and rules) that predict this case: ``models``, or for a case that lacks a sequence they were never
+    trained without, the model for incomplete exams (given only when the user chose no model); else an error."""
+    if not files.missing or accepts_missing_sequences(models):
+        return models, rules
+    if incomplete is not None:
+        return [incomplete()], incomplete().rules
+    raise InputError(files.folder / f"{files.case_id}-{files.missing[0]}{NIFTI_SUFFIX}",
+                     f"missing modality {', '.join(files.missing)}: {model_name(models)} was trained with all four sequences "
+                     f"(a model trained with --modality-dropout predicts without it, e.g. --model {INCOMPLETE_MODEL})")
+
+
 def _predict_folder(folder: Path, models: Sequence[LoadedModel], rules: PostprocessRules, out_dir: Path, flip_tta: bool,
-                    save_probabilities: bool, native: bool = False, dicom_seg: bool = True) -> Path:
-    case = load_case(read_case_folder(folder, allow_missing=accepts_missing_sequences(models)), with_label=False)
+                    save_probabilities: bool, native: bool = False, dicom_seg: bool = True,
+                    incomplete: Callable[[], LoadedModel] | None = None) -> Path:
+    files = read_case_folder(folder, allow_missing=True)
+    models, rules = _models_for(files, models, rules, incomplete)
+    case = load_case(files, with_label=False)
     if native:  # before the network runs: a case that cannot go back (or whose DICOM is gone) fails fast
         from gliomaseg.preparation.restore import onto_original_grid, read_original_scan
 
@@ -162,7 +180,8 @@ def predict(
     ``save_probabilities`` ``<out_dir>/<case>.npz`` (see :mod:`gliomaseg.inference.ensemble`);
     cases already predicted are skipped unless ``overwrite``. Bad cases are reported and skipped
     unless ``fail_fast``. ``model``: a run folder, a checkpoint or a packaged model's name (None: the
-    default packaged model); several models are an ensemble: their probabilities are averaged. ``postprocess`` as in :func:`load_model` (a LoadedModel keeps its
+    default packaged model, and for a case that lacks a sequence the packaged model for incomplete exams,
+    ``INCOMPLETE_MODEL``; a model trained without modality dropout refuses such a case); several models are an ensemble: their probabilities are averaged. ``postprocess`` as in :func:`load_model` (a LoadedModel keeps its
     own rules; an ensemble's are :func:`ensemble_rules`). ``native`` (cases made by ``gliomaseg
     prepare``): also ``<out_dir>/<case>-native.nii.gz``, the labels on the original t1c's grid, and for
     exams prepared from DICOM, unless not ``dicom_seg``, ``<out_dir>/<case>.seg.dcm``: a DICOM SEG that
@@ -173,6 +192,8 @@ def predict(
     given = [model] if model is None or isinstance(model, (str, Path, LoadedModel)) else list(model)
     models = [m if isinstance(m, LoadedModel) else load_model(m, device, postprocess) for m in given]
     rules = ensemble_rules(models)
+    # only for the default model: a model the user chose is never swapped behind their back
+    incomplete = cache(partial(load_model, INCOMPLETE_MODEL, device, postprocess)) if model is None and INCOMPLETE_MODEL in packaged_models() else None
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out_dir, stems=[f.name.split(".")[0] for f in folders])  # as atomic_path names them
 
@@ -189,7 +210,7 @@ def predict(
         todo,
         name=lambda f: f.name,
         work=partial(_predict_folder, models=models, rules=rules, out_dir=out_dir, flip_tta=flip_tta,
-                     save_probabilities=save_probabilities, native=native, dicom_seg=dicom_seg),
+                     save_probabilities=save_probabilities, native=native, dicom_seg=dicom_seg, incomplete=incomplete),
         desc="predict",
         fail_fast=fail_fast,
         quiet=quiet,

@@ -19,6 +19,9 @@ from gliomaseg.model.run_folder import RunFolder
 MODELS_DIR = Path(str(files("gliomaseg"))) / "models"
 DEFAULT_MODEL = "brats-gli-real28"
 """What ``predict`` uses without ``--model``."""
+INCOMPLETE_MODEL = "brats-gli-incomplete28"
+"""What ``predict`` uses without ``--model`` for an exam that lacks a sequence: trained with modality dropout, which
+cost the full exams too much for it to be the default (its card)."""
 
 INFO_FILE = "model.json"
 

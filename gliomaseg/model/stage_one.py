@@ -37,3 +37,11 @@ def keep_stage_one(run: RunFolder, spec: str, config: ExperimentConfig) -> Path:
         stage.save_rules(rules)
     stage.save_config(first)
     return save_checkpoint({"model": state["model"], "config": state["config"]}, stage.best_checkpoint)
+
+
+def stage_one_name(spec: str) -> str:
+    """What a run's config records of its first stage: the name of the run folder (or packaged model) ``spec`` names."""
+    path = Path(spec)
+    if not path.exists():
+        return spec  # a packaged model's name
+    return path.resolve().parent.name if path.is_file() else path.resolve().name

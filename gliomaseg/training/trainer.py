@@ -42,7 +42,7 @@ from gliomaseg.model.device import autocast, memory_format
 from gliomaseg.model.loading import resolve_checkpoint
 from gliomaseg.model.networks import SIZE_MULTIPLE, network_for
 from gliomaseg.model.run_folder import METRIC_COLUMN, RunFolder
-from gliomaseg.model.stage_one import keep_stage_one
+from gliomaseg.model.stage_one import keep_stage_one, stage_one_name
 from gliomaseg.model.targets import Targets, targets_named
 from gliomaseg.preprocessing.cache import cache_config, cached_label_values, is_cache, labelled_case_ids, preprocess_dataset
 from gliomaseg.progress import progress
@@ -305,9 +305,11 @@ def set_up(data: Path, run_dir: Path, config: ExperimentConfig, device: str | No
         remove_stale_temporaries(run.path)
         cache_dir, config = prepare_cache(data, run.path, config, workers, quiet)
         _warn_if_old_label_scheme(data, cache_dir, config.preprocess.label_scheme)
-        run.save_config(config)
         if config.train.stage_one:
             log.info("stage one: %s (kept in %s)", config.train.stage_one, keep_stage_one(run, config.train.stage_one, config).parent)
+            # the copy is the first stage from now on: a path of this machine must not travel with the model
+            config = replace(config, train=replace(config.train, stage_one=stage_one_name(config.train.stage_one)))
+        run.save_config(config)
     barrier(ctx)
     if not ctx.is_main:
         cache_dir, config = cache_location(data, run.path), run.load_config()
