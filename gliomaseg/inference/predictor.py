@@ -118,7 +118,8 @@ def _models_for(files: Case, models: Sequence[LoadedModel], rules: PostprocessRu
     if not files.missing or accepts_missing_sequences(models):
         return models, rules
     if incomplete is not None:
-        return [incomplete()], incomplete().rules
+        chosen = incomplete()
+        return [chosen], chosen.rules
     raise InputError(files.folder / f"{files.case_id}-{files.missing[0]}{NIFTI_SUFFIX}",
                      f"missing modality {', '.join(files.missing)}: {model_name(models)} was trained with all four sequences "
                      f"(a model trained with --modality-dropout predicts without it, e.g. --model {INCOMPLETE_MODEL})")
