@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 import subprocess
 import sys
 import time
@@ -76,12 +76,25 @@ class Setup:
     """Also predict the held-out cases with sequences removed (INCOMPLETE_INPUTS): for models trained with modality dropout."""
     stage_one: str = ""
     """A second stage (``train --stage-one``) over this setup's run of the same fold, which must be on this machine."""
+    reuses: str = ""
+    """Train nothing: predict with this setup's run of the same fold, which must be on this machine."""
+    fusion: str = ""
+    """A two-stage model's ``TrainConfig.fusion`` at prediction, in place of the one it was trained with."""
+    tta: bool = False
+    """Predict with the mean over the 8 axis flips (``predict --tta``)."""
+    first: str = ""
+    """With ``reuses`` (a two-stage setup): this setup's run of the fold as the first stage, in place of the one it trained over."""
 
     def describe(self) -> str:
         parts = [" ".join(self.options) or "(the preset)"] + ([f"+ {self.synthetic} synthetic cases"] if self.synthetic else [])
         parts += [f"+ {self.carved} carved case(s) per training case"] if self.carved else []
         parts += [f"as the second stage over {self.stage_one}'s run of the fold"] if self.stage_one else []
-        return " ".join(parts)
+        if self.reuses:
+            parts = [f"{self.reuses}'s runs"]
+            parts += [f"with {self.first}'s run of the fold as the first stage"] if self.first else []
+            parts += [f"the two stages fused by their {self.fusion}"] if self.fusion else []
+        parts += ["predicted with the 8 axis flips"] if self.tta else []
+        return ", ".join(parts) if self.reuses else " ".join(parts)
 
 
 SETUPS: dict[str, Setup] = {
@@ -97,7 +110,13 @@ SETUPS: dict[str, Setup] = {
     "dropout64": Setup(("--modality-dropout", "0.2"), incomplete=True),
     "transplant64": Setup(("--transplant", "0.5")),
     "lean64": Setup(("--model", "vnet3d-lean")),
+    "short64": Setup(("--epochs", "20")),
     "twostage64": Setup(("--model", "vnet3d-lean"), stage_one="lean64"),
+    "preset64b": Setup(),
+    "stagetwo64": Setup(stage_one="preset64b"),
+    "stagetwo64mean": Setup(synthetic=0, reuses="stagetwo64", fusion="mean"),
+    "preset64tta": Setup(synthetic=0, reuses="preset64b", tta=True),
+    "carvedtwo64": Setup(synthetic=0, reuses="stagetwo64", fusion="mean", first="carvedsyn64"),
 }
 """Setup name -> how it differs from ``train --preset cpu --val-fraction 0`` (the preset: 64^3, 40 epochs of
 32 steps of batch 2, AdamW 1e-3 cosine, multisite augmentation, label targets) plus the shipped
@@ -108,9 +127,16 @@ Every fold with carved training cases also carves one into each held-out case (`
 it, so the cavity is scored on anatomy the model never saw. ``dropout64`` blanks each sequence of a training sample
 with probability 0.2 (never all four) and is scored on every input a clinic sends (INCOMPLETE_INPUTS). ``transplant64`` pastes another training case's
 tumour into half the samples' brains (gliomaseg.training.tumour_transplant). ``lean64`` trains ``vnet3d-lean``
-(8 channels at full resolution instead of 16: a third cheaper a step on AVX2 cores). ``twostage64`` trains a
+(8 channels at full resolution instead of 16: a third cheaper a step on AVX2 cores); ``short64`` the preset's
+network and steps but 20 epochs instead of 40 (half the run, annealed over it). ``twostage64`` trains a
 second stage on 64^3 cubes of the native 1 mm grid (``vnet3d-lean``, the preset's steps) over lean64's run of the
-same fold, so its paired change from lean64 is what the second stage adds (gliomaseg.inference.two_stage)."""
+same fold, so its paired change from lean64 is what the second stage adds (gliomaseg.inference.two_stage);
+``preset64b`` is the shipped setup trained again on another machine: the run-to-run noise, and the first stage of
+``stagetwo64``, the second stage as twostage64 but full-width (VNet3d); ``stagetwo64mean`` predicts with
+stagetwo64's runs, averaging the two stages near the tumour instead of taking the second's; ``preset64tta``
+predicts with preset64b's runs, averaging over the 8 axis flips of each case (test-time augmentation);
+``carvedtwo64`` is stagetwo64mean over carvedsyn64's run of the fold instead (a second stage does not depend on the
+first one's weights: it is trained on cubes of the ground truth's surroundings)."""
 
 INCOMPLETE_INPUTS: dict[str, tuple[str, ...]] = {
     "no-t1n": ("t1n",), "no-t1c": ("t1c",), "no-t2w": ("t2w",), "no-t2f": ("t2f",), "t1c+t2f": ("t1n", "t2w"),
@@ -168,8 +194,10 @@ def synthetic_cases(work: Path, count: int) -> Path:
     return folder
 
 
-def run_fold(data: Path, setup: str, fold: int, split: dict[str, list[str]], work: Path, seed: int) -> None:
-    """Train (or resume) one setup on one fold's training cases, then predict its held-out cases."""
+def run_fold(data: Path, setup: str, fold: int, splits: list[dict[str, list[str]]], work: Path, seed: int) -> None:
+    """Train (or resume) one setup on one fold's training cases, then predict its held-out cases. A two-stage model's
+    first stage is gated by the rules it would ship with: tuned on its setup's other folds (which must be done)."""
+    split = splits[fold]
     fold_dir = work / setup / f"fold{fold}"
     if (fold_dir / "done.json").exists():
         return
@@ -177,6 +205,33 @@ def run_fold(data: Path, setup: str, fold: int, split: dict[str, list[str]], wor
         restore_fold(archive_path(RESULTS, setup, fold), fold_dir, partial(_linked_cases, data), partial(_carve_held_out, seed=seed))
         return
     spec = SETUPS[setup]
+    held_out = _linked_cases(data, split["val"], fold_dir / "held_out")
+    run_dir = _reused_run(fold_dir, spec) if spec.reuses else _train_fold(data, setup, fold, split, work, seed)
+    started = time.perf_counter()
+    model = load_model(run_dir, "cpu", postprocess=False)
+    if spec.fusion:
+        model.config = replace(model.config, train=replace(model.config.train, fusion=spec.fusion))
+    if model.stage_one is not None:
+        first = spec.first or SETUPS[spec.reuses or setup].stage_one
+        if spec.first:
+            model.stage_one = load_model(work / first / f"fold{fold}" / "run", "cpu", postprocess=False)
+        model.stage_one.rules = nested_rules(work, first, fold, len(splits))
+    predict(held_out, fold_dir / "pred", model, quiet=True, fail_fast=True, flip_tta=spec.tta)
+    _record_seconds(fold_dir, "predict_s", time.perf_counter() - started)
+    if spec.carved:
+        _carve_held_out(held_out, fold_dir / "held_out_carved", seed)
+        predict(fold_dir / "held_out_carved", fold_dir / "pred_carved", model, quiet=True, fail_fast=True, flip_tta=spec.tta)
+    if spec.incomplete:
+        for name, removed in INCOMPLETE_INPUTS.items():
+            folder = without_sequences(held_out, removed, fold_dir / f"held_out_{name}")
+            predict(folder, fold_dir / f"pred_{name}", model, quiet=True, fail_fast=True, flip_tta=spec.tta)
+    (fold_dir / "done.json").write_text(json.dumps({"setup": setup, "fold": fold, "setup_spec": spec.describe(), **split}, indent=2) + "\n")
+    archive_fold(fold_dir, archive_path(RESULTS, setup, fold), fold_box_fraction(fold_dir, setup))
+
+
+def _train_fold(data: Path, setup: str, fold: int, split: dict[str, list[str]], work: Path, seed: int) -> Path:
+    """``gliomaseg train`` on the fold's training cases (resumed where a killed run left off): its run folder."""
+    spec, fold_dir = SETUPS[setup], work / setup / f"fold{fold}"
     train_dir = _linked_cases(data, split["train"], fold_dir / "train")
     if spec.carved:
         carved = fold_dir / "carved"
@@ -185,7 +240,6 @@ def run_fold(data: Path, setup: str, fold: int, split: dict[str, list[str]], wor
     if spec.synthetic:
         synthetic = synthetic_cases(work, spec.synthetic)
         _linked_cases(synthetic, [f.name for f in find_case_folders(synthetic)], train_dir)
-    held_out = _linked_cases(data, split["val"], fold_dir / "held_out")
     run_dir = fold_dir / "run"
     options = list(spec.options)
     if spec.stage_one:
@@ -201,19 +255,17 @@ def run_fold(data: Path, setup: str, fold: int, split: dict[str, list[str]], wor
         subprocess.run(command, check=True)
     finally:
         _record_seconds(fold_dir, "train_s", time.perf_counter() - started)
-    started = time.perf_counter()
-    model = load_model(run_dir, "cpu", postprocess=False)
-    predict(held_out, fold_dir / "pred", model, quiet=True, fail_fast=True)
-    _record_seconds(fold_dir, "predict_s", time.perf_counter() - started)
-    if spec.carved:
-        _carve_held_out(held_out, fold_dir / "held_out_carved", seed)
-        predict(fold_dir / "held_out_carved", fold_dir / "pred_carved", model, quiet=True, fail_fast=True)
-    if spec.incomplete:
-        for name, removed in INCOMPLETE_INPUTS.items():
-            folder = without_sequences(held_out, removed, fold_dir / f"held_out_{name}")
-            predict(folder, fold_dir / f"pred_{name}", model, quiet=True, fail_fast=True)
-    (fold_dir / "done.json").write_text(json.dumps({"setup": setup, "fold": fold, "setup_spec": spec.describe(), **split}, indent=2) + "\n")
-    archive_fold(fold_dir, archive_path(RESULTS, setup, fold), fold_box_fraction(fold_dir, setup))
+    return run_dir
+
+
+def _reused_run(fold_dir: Path, spec: Setup) -> Path:
+    """The run of the fold that ``spec`` predicts with but did not train (its training time is recorded as its own)."""
+    reused = fold_dir.parent.parent / spec.reuses / fold_dir.name
+    if not (reused / "done.json").exists() or not (reused / "run").is_dir():
+        raise SystemExit(f"{fold_dir}: needs {spec.reuses}'s trained run of the fold on this machine ({reused})")
+    if not (fold_dir / "timing.json").exists():
+        _record_seconds(fold_dir, "train_s", json.loads((reused / "timing.json").read_text())["train_s"])
+    return reused / "run"
 
 
 TUMOUR_REGIONS = [r for r in REGIONS if r != "RC"]
@@ -262,6 +314,10 @@ def _stage_one_run(fold_dir: Path, spec: Setup) -> Path:
 def fold_box_fraction(fold_dir: Path, setup: str) -> float:
     """:func:`box_fraction` of the fold's run; a second stage's is its first stage's, whose grid its specks come from."""
     spec = SETUPS[setup]
+    if spec.first:
+        return box_fraction(fold_dir.parent.parent / spec.first / fold_dir.name / "run")
+    if spec.reuses:
+        return fold_box_fraction(fold_dir.parent.parent / spec.reuses / fold_dir.name, spec.reuses)
     return box_fraction(_stage_one_run(fold_dir, spec) if spec.stage_one else fold_dir / "run")
 
 
@@ -283,6 +339,30 @@ def sync_archives(data: Path, setups: list[str], folds: int, work: Path, seed: i
                 restore_fold(path, fold_dir, partial(_linked_cases, data), partial(_carve_held_out, seed=seed))
 
 
+def _tuning_grid(start: PostprocessRules) -> dict:
+    # These cases have no cavity and (nearly all) one tumour: erasing every predicted cavity, or every tumour but the
+    # largest, could only score better here, and would erase real cavities and the second lesions of multifocal and
+    # post-treatment disease later (keeping the largest took the packaged model's held-out synthetic post-treatment WT
+    # Dice from 0.95 to 0.77). Both rules stay where tuning starts.
+    return {**GRID, "rc_min_voxels": (start.rc_min_voxels,), "tumour_keep_largest": (start.tumour_keep_largest,)}
+
+
+def nested_rules(work: Path, setup: str, fold: int, folds: int) -> PostprocessRules:
+    """The rules fold ``fold`` of ``setup`` is scored with: tuned on its other folds' held-out predictions, so that no
+    case is scored with rules it helped choose (kept in the fold's nested_rules.json: a done fold never changes)."""
+    kept = work / setup / f"fold{fold}" / "nested_rules.json"
+    if kept.exists():
+        return PostprocessRules.from_dict(json.loads(kept.read_text()))
+    others = [work / setup / f"fold{k}" for k in range(folds) if k != fold]
+    if not all((d / "done.json").exists() for d in others):
+        raise SystemExit(f"{setup} fold {fold}: its rules are tuned on the other folds' predictions, and not all are done in {work}")
+    start = starting_rules_of_fold(others[0])
+    cases = [case for d in others for case in load_validation_cases(d / "pred", d / "held_out")]
+    rules = tune_rules(cases, OFFICIAL, grid=_tuning_grid(start), workers=2, start=start).rules
+    kept.write_text(json.dumps(rules.to_dict(), indent=2) + "\n")
+    return rules
+
+
 def summarise_setup(setup: str, work: Path, folds: int) -> dict | None:
     """Scores of one setup's held-out predictions, raw and with nested-tuned rules; None before every fold is done."""
     fold_dirs = [work / setup / f"fold{k}" for k in range(folds)]
@@ -290,18 +370,12 @@ def summarise_setup(setup: str, work: Path, folds: int) -> dict | None:
         return None
     cases = [load_validation_cases(d / "pred", d / "held_out") for d in fold_dirs]
     start = starting_rules_of_fold(fold_dirs[0])
-    # These cases have no cavity and (nearly all) one tumour: erasing every predicted cavity, or every tumour but the
-    # largest, could only score better here, and would erase real cavities and the second lesions of multifocal and
-    # post-treatment disease later (keeping the largest took the packaged model's held-out synthetic post-treatment WT
-    # Dice from 0.95 to 0.77). Both rules stay where tuning starts.
-    grid = {**GRID, "rc_min_voxels": (start.rc_min_voxels,), "tumour_keep_largest": (start.tumour_keep_largest,)}
     per_case: dict[str, dict] = {}
-    nested_rules = []
+    nested = []
     inputs = [name for name in INCOMPLETE_INPUTS if all((d / f"pred_{name}").is_dir() for d in fold_dirs)]
     for k, fold_dir in enumerate(fold_dirs):
-        others = [case for j, fold_cases in enumerate(cases) if j != k for case in fold_cases]
-        rules = tune_rules(others, OFFICIAL, grid=grid, workers=2, start=start).rules
-        nested_rules.append(rules.to_dict())
+        rules = nested_rules(work, setup, k, folds)
+        nested.append(rules.to_dict())
         (raw, raw_cavity), (tuned, tuned_cavity) = _case_scores(cases[k], PostprocessRules()), _case_scores(cases[k], rules)
         for case in cases[k]:
             per_case[case.case_id] = {"fold": k, "raw": raw[case.case_id], "nested": tuned[case.case_id],
@@ -311,7 +385,7 @@ def summarise_setup(setup: str, work: Path, folds: int) -> dict | None:
             for case_id, regions in _case_scores(incomplete, rules)[0].items():
                 per_case[case_id].setdefault("inputs", {})[name] = regions
     all_cases = [case for fold_cases in cases for case in fold_cases]
-    final = tune_rules(all_cases, OFFICIAL, grid=grid, workers=2, start=start)
+    final = tune_rules(all_cases, OFFICIAL, grid=_tuning_grid(start), workers=2, start=start)
     save_rules(final.rules, work / setup / "postprocess.json", {"cases": final.cases, "tuned_on": "every held-out prediction of "
                                                                  f"the {folds}-fold cross-validation", **final.provenance(OFFICIAL)})
     timing = [json.loads((d / "timing.json").read_text()) for d in fold_dirs]
@@ -332,7 +406,7 @@ def summarise_setup(setup: str, work: Path, folds: int) -> dict | None:
         "inputs_change_from_full": {name: {region: _paired(per_case, lambda e, g=region, n=name: e["inputs"][n][g][0],
                                                            lambda c, e, g=region: e["nested"][g][0]) for region in REGIONS}
                                     for name in inputs},
-        "nested_rules": nested_rules,
+        "nested_rules": nested,
         "rules_all_cases": final.rules.to_dict(),
         "per_case": per_case,
     }
@@ -386,6 +460,10 @@ def summarise(args: argparse.Namespace) -> None:
                 + f" | {np.mean([r[metric][kind][g]['mean'] for g in TUMOUR_REGIONS]):.{digits}f} |" for s, r in results.items()]
 
     per_case = results[chosen]["per_case"]
+    # what each setup moved: per case against the baseline on the same held-out cases, the interval of the paired differences
+    baseline = results[args.baseline]["per_case"]
+    paired = {s: {g: _paired(r["per_case"], lambda e, g=g: e["nested"][g][0], lambda c, e, g=g: baseline[c]["nested"][g][0])
+                  for g in TUMOUR_REGIONS} for s, r in results.items() if s != args.baseline}
     lines = [
         f"{args.folds}-fold cross-validation by patient (seed {args.seed}) over the {n} real cases: each case is predicted by "
         "the run that never saw it (`gliomaseg train --preset cpu --val-fraction 0` plus the setup's options on the other "
@@ -396,6 +474,9 @@ def summarise(args: argparse.Namespace) -> None:
         "resection cavity is false; they are counted below.",
         "",
         "Lesion-wise Dice, nested post-processing:", "", header, rule, *rows("dice", "nested", 3), "",
+        f"Paired change from {args.baseline} (nested post-processing; per case, then the mean with a 95 % bootstrap interval "
+        "over cases):", "", "| setup | " + " | ".join(TUMOUR_REGIONS) + " |", "|---|" + "---|" * len(TUMOUR_REGIONS),
+        *(f"| {s} | " + " | ".join(_gain_cell(p[g]) for g in TUMOUR_REGIONS) + " |" for s, p in paired.items()), "",
         "Lesion-wise Dice, no post-processing:", "", header, rule, *rows("dice", "raw", 3), "",
         "Lesion-wise HD95 (mm), nested post-processing:", "", header, rule, *rows("hd95", "nested", 1), "",
         "False resection cavities (pre-operative cases given a cavity; the largest):", "",
@@ -410,7 +491,7 @@ def summarise(args: argparse.Namespace) -> None:
     ]
     headline = {region: results[chosen]["dice"]["nested"][region]["mean"] for region in TUMOUR_REGIONS}
     write_results("real_cv", headline, {"settings": {"folds": args.folds, "seed": args.seed, "bootstrap": BOOTSTRAP},
-                                        "chosen": chosen, "setups": results, "overlays": overlays}, lines)
+                                        "chosen": chosen, "setups": results, "baseline": args.baseline, "paired_vs_baseline": paired, "overlays": overlays}, lines)
 
 
 def _fold_screen(fold_dir: Path, fold: int) -> tuple[dict[str, dict], dict[str, dict]]:
@@ -520,7 +601,7 @@ def main() -> None:
         if name == "summarise":
             step.add_argument("--chosen", choices=list(SETUPS), help="the setup to report per case (default: the best tumour-region mean)")
             step.add_argument("--worst", type=int, default=4, help="overlays of this many of the chosen setup's worst cases")
-        if name == "screen":
+        if name in ("screen", "summarise"):
             step.add_argument("--baseline", default="preset64", help="the setup of results/real_cv.json to pair against")
         if name == "run":
             step.add_argument("--only", type=int, nargs="+", help="run only these folds (default: every one)")
@@ -531,9 +612,9 @@ def main() -> None:
     splits = folds_of(args.data, args.folds, args.seed)
     if args.step == "run":
         for setup in args.setups:
-            for fold, split in enumerate(splits):
+            for fold in range(len(splits)):
                 if args.only is None or fold in args.only:
-                    run_fold(args.data, setup, fold, split, args.work, args.seed)
+                    run_fold(args.data, setup, fold, splits, args.work, args.seed)
     else:
         sync_archives(args.data, args.setups, args.folds, args.work, args.seed)
         (screen if args.step == "screen" else summarise)(args)

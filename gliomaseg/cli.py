@@ -18,7 +18,7 @@ from typing import Annotated, Literal, Optional
 import typer
 
 from gliomaseg import __version__
-from gliomaseg.config import AUGMENTATIONS, NETWORK_NAMES, OPTIMIZERS, PRESETS, PROTOCOL_NAMES, STAGE_TWO_PATCH, TARGET_NAMES
+from gliomaseg.config import AUGMENTATIONS, FUSIONS, NETWORK_NAMES, OPTIMIZERS, PRESETS, PROTOCOL_NAMES, STAGE_TWO_PATCH, TARGET_NAMES
 from gliomaseg.errors import InputError, missing_extra
 from gliomaseg.labels import LABEL_SCHEMES, MODALITIES
 
@@ -291,6 +291,9 @@ def train_command(
                                                      "model, run folder or checkpoint): it segments the box around the tumour "
                                                      "that one finds, on the native grid (implies --native; --patch-size 64 "
                                                      "unless given).", rich_help_panel=MODEL)] = None,
+    fusion: Annotated[Optional[Literal[FUSIONS]], typer.Option(  # type: ignore[valid-type]
+        help="With --stage-one: near the first stage's tumour, the second stage's probabilities replace the first's, or "
+             "the two are averaged (default: replace).", rich_help_panel=MODEL)] = None,
     init_from: Annotated[Optional[str], typer.Option(help="Fine-tune from a packaged model (`gliomaseg models`), run folder or "
                                                      "checkpoint, with a fresh schedule.", rich_help_panel=MODEL)] = None,
     optimizer: Annotated[Optional[Literal[OPTIMIZERS]], typer.Option(  # type: ignore[valid-type]
@@ -340,7 +343,7 @@ def train_command(
             train=train_config_for(
                 preset, model=model, targets=targets, dropout=dropout, epochs=epochs, batch_size=batch_size, lr=lr,
                 optimizer=optimizer, repeats=repeats, steps_per_epoch=steps_per_epoch,
-                patch_size=patch_size if patch_size or not stage_one else STAGE_TWO_PATCH, stage_one=stage_one,
+                patch_size=patch_size if patch_size or not stage_one else STAGE_TWO_PATCH, stage_one=stage_one, fusion=fusion,
                 augment="none" if no_augment else augment, modality_dropout=modality_dropout, transplant=transplant,
                 val_fraction=val_fraction,
                 folds=folds, fold=fold, val_every=val_every, seed=seed, deterministic=deterministic,

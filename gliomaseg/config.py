@@ -54,6 +54,8 @@ NETWORK_NAMES = ("vnet3d", "vnet3d-lean", "monai-vnet", "segresnet", "dynunet")
 TARGET_NAMES = ("labels", "regions")
 """``TrainConfig.targets`` values (gliomaseg.model.targets.TARGETS)."""
 OPTIMIZERS = ("adamw", "sgd")
+FUSIONS = ("replace", "mean")
+"""``TrainConfig.fusion`` values (gliomaseg.inference.two_stage)."""
 STAGE_TWO_PATCH = 64
 """A second stage's cube side unless --patch-size says otherwise: 64 mm at 1 mm, the cost of a cpu-preset step."""
 PROTOCOL_NAMES = ("brats2024", "brats2026")
@@ -102,6 +104,9 @@ class TrainConfig:
     # path; a copy is kept in the run's stage_one/): it finds the tumour on its grid, this run segments the box around
     # it on the native grid
     stage_one: str = ""
+    # a two-stage model: near stage one's tumour, the second stage's probabilities "replace" the first's, or the two
+    # are averaged ("mean"), so that neither stage alone can erase a tumour the other finds
+    fusion: str = "replace"
 
 
 PRESETS: dict[str, dict[str, Any]] = {

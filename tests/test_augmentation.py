@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from gliomaseg.config import ExperimentConfig, TrainConfig, train_config_for
-from gliomaseg.training.dataset import training_augmentation
+from monai.transforms.utils import correct_crop_centers
+
+from gliomaseg.training.dataset import RandTumourCubed, cube_start, training_augmentation
 
 DRAWS = 24
 
@@ -64,3 +66,48 @@ def test_the_recipe_keeps_basic_the_cpu_preset_takes_multisite_and_old_configs_s
     assert ExperimentConfig.from_dict({"train": {"augment": False}}).train.augment == "none"
     config = ExperimentConfig(train=TrainConfig(augment="basic"))
     assert ExperimentConfig.from_dict(config.to_dict()) == config
+
+
+def _coordinates(shape: tuple[int, int, int]) -> np.ndarray:
+    """A 4-channel image whose first three channels are each voxel's x, y, z: a cube tells where it was cut."""
+    grid = np.indices(shape, dtype=np.float32)
+    return np.concatenate([grid, grid[:1] * 0 + 7]).astype(np.float16)  # stored as the cache stores it
+
+
+def test_training_cubes_are_the_grid_s_voxels_centred_on_tumour_half_the_time():
+    shape, size = (90, 80, 70), 32
+    label = np.zeros(shape, np.uint8)
+    label[40:44, 38:42, 30:34] = 3  # 64 tumour voxels among 504,000: a background draw lands on them once in 8,000
+    transform = RandTumourCubed(size)
+    transform.set_random_state(seed=0)
+    on_tumour = 0
+    for _ in range(400):
+        cube = transform({"image": _coordinates(shape), "label": label[None]})
+        assert cube["image"].shape == (4, size, size, size) and cube["image"].dtype == torch.float32
+        assert cube["label"].shape == (1, size, size, size) and cube["label"].dtype == torch.int64
+        start = cube["image"][:3, 0, 0, 0].int().tolist()
+        assert all(0 <= a <= n - size for a, n in zip(start, shape))
+        region = tuple(slice(a, a + size) for a in start)
+        assert np.array_equal(cube["label"][0].numpy(), label[region])
+        assert np.array_equal(cube["image"][:3, -1, -1, -1].int().tolist(), [a + size - 1 for a in start])
+        on_tumour += bool(cube["label"][0, size // 2, size // 2, size // 2])
+    assert 160 <= on_tumour <= 240  # ~200: half the cubes are centred on tumour
+
+
+def test_training_cubes_sit_where_monai_s_positive_negative_crop_puts_them_and_pad_a_smaller_grid():
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        shape = tuple(int(n) for n in rng.integers(20, 120, 3))
+        size = int(rng.choice([32, 64]))
+        centre = tuple(int(rng.integers(0, n)) for n in shape)
+        corrected = correct_crop_centers(list(centre), size, shape, allow_smaller=True)
+        monai_start = tuple(int(c) - min(size, n) // 2 for c, n in zip(corrected, shape))
+        assert cube_start(centre, shape, size) == monai_start, (centre, shape, size)
+    shape = (40, 100, 100)  # a thin native grid: padded with background on both sides, as SpatialPadd pads
+    label = np.zeros(shape, np.uint8)
+    label[20, 50, 50] = 1
+    transform = RandTumourCubed(64)
+    transform.set_random_state(seed=1)
+    cube = transform({"image": _coordinates(shape), "label": label[None]})
+    assert bool((cube["image"][:, :12] == 0).all()) and bool((cube["image"][:, 52:] == 0).all())
+    assert cube["image"][0, 12:52, 0, 0].tolist() == list(range(40))

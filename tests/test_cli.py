@@ -13,13 +13,13 @@ from typer.testing import CliRunner
 from conftest import EXAMPLES, METRIC_FIXTURES
 from gliomaseg import __version__
 from gliomaseg.cli import app
-from gliomaseg.config import AUGMENTATIONS, NETWORK_NAMES, OPTIMIZERS, PRESETS, PROTOCOL_NAMES, TARGET_NAMES
+from gliomaseg.config import AUGMENTATIONS, FUSIONS, NETWORK_NAMES, OPTIMIZERS, PRESETS, PROTOCOL_NAMES, TARGET_NAMES
 from gliomaseg.labels import LABEL_SCHEMES, MODALITIES
 
 COMMAND = typer.main.get_command(app)
 READ_ONLY = {"check", "models", "version"}  # commands that write no file
 CHOICES = {"preset": PRESETS, "model": NETWORK_NAMES, "targets": TARGET_NAMES, "augment": AUGMENTATIONS, "protocol": PROTOCOL_NAMES,
-           "label_scheme": LABEL_SCHEMES, "optimizer": OPTIMIZERS, "modality": MODALITIES, "missing": ("error", "empty")}
+           "label_scheme": LABEL_SCHEMES, "optimizer": OPTIMIZERS, "modality": MODALITIES, "missing": ("error", "empty"), "fusion": FUSIONS}
 
 
 def _commands() -> dict:

@@ -8,6 +8,7 @@ the coarse grid and keeps it on the native one only if the window, the gate and 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import nibabel as nib
@@ -99,6 +100,20 @@ def test_a_thin_enhancing_rim_the_coarse_stage_loses_is_recovered_by_the_second_
     # beyond the gate the first stage's labels stand
     far = ndimage.distance_transform_edt(~region_mask(coarse, "WT")) > GATE_MM + 1
     assert far.any() and np.array_equal(refined[far], coarse[far])
+
+
+def test_mean_fusion_averages_the_two_stages_near_the_tumour_and_keeps_stage_one_beyond(rim_case):
+    replaced = two_stages()
+    averaged = replace(replaced, config=replace(replaced.config, train=replace(replaced.config.train, fusion="mean")))
+    first = native_probabilities(replaced.stage_one, rim_case)
+    pasted, mean = native_probabilities(replaced, rim_case), native_probabilities(averaged, rim_case)
+    # outside the gate "replace" left stage one's probabilities, so this is stage one there and the mean within
+    assert not torch.equal(mean, pasted) and torch.allclose(mean, (pasted + first) / 2, atol=1e-6)
+    rim = rim_case.label == ET
+    assert dice(averaged.targets.decode(mean).numpy() == ET, rim) > dice(replaced.targets.decode(first).numpy() == ET, rim)
+    with pytest.raises(ValueError, match="unknown fusion 'max'"):
+        native_probabilities(replace(replaced, config=replace(replaced.config, train=replace(replaced.config.train, fusion="max"))),
+                             rim_case)
 
 
 def test_when_stage_one_finds_nothing_stage_two_searches_the_brain_box_and_says_so(rim_case, caplog):

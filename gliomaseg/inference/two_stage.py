@@ -3,9 +3,10 @@
 Stage one sees the whole brain resized to its grid (~2.5 mm at 64³), where thin enhancing rims and small cores
 vanish; it is good at finding where the tumour is. Stage two was trained on cubes of the native (1 mm) grid and
 is run by sliding window over the box around what stage one found, plus ``MARGIN_MM``. Its probabilities replace
-stage one's only within ``GATE_MM`` of stage one's tumour (after stage one's own post-processing): pasting a
-native-grid network over the whole box lost on a fold (WT -0.11, TC -0.12 on fold 0), since far from the tumour
-it adds lesions stage one rightly left out. When stage one finds nothing, stage two searches the whole brain box.
+stage one's (``fusion`` "replace"), or are averaged with them ("mean"), only within ``GATE_MM`` of stage one's
+tumour (after stage one's own post-processing): pasting a native-grid network over the whole box lost on a fold
+(WT -0.11, TC -0.12 on fold 0), since far from the tumour it adds lesions stage one rightly left out. When stage
+one finds nothing, stage two searches the whole brain box alone.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from gliomaseg.config import FUSIONS
 from gliomaseg.io.cases import LoadedCase
 from gliomaseg.labels import region_mask
 from gliomaseg.model.probabilities import predict_probabilities
@@ -49,7 +51,8 @@ def stage_one_tumour(model: LoadedModel, first: torch.Tensor) -> np.ndarray:
 
 def refined_probabilities(model: LoadedModel, case: LoadedCase, first: torch.Tensor, flip_tta: bool = False) -> torch.Tensor:
     """(C, X, Y, Z) native-grid probabilities of a two-stage ``model``: stage one's (``first``, already computed by
-    ``model.stage_one``), with stage two's in their place near the tumour stage one found."""
+    ``model.stage_one``), with stage two's in their place, or averaged with them (``TrainConfig.fusion``), near the
+    tumour stage one found."""
     assert model.stage_one is not None
     found = stage_one_tumour(model.stage_one, first)
     prepared = preprocess_case(case, model.config.preprocess)
@@ -69,5 +72,11 @@ def refined_probabilities(model: LoadedModel, case: LoadedCase, first: torch.Ten
     refined = first.clone()
     part = refined[(slice(None), *box_slices(window))]
     chosen = torch.from_numpy(gate)
-    part[:, chosen] = second[:, chosen]
+    fusion = model.config.train.fusion
+    if fusion not in FUSIONS:
+        raise ValueError(f"{model.checkpoint}: unknown fusion '{fusion}' ({', '.join(FUSIONS)})")
+    if found.any() and fusion == "mean":
+        part[:, chosen] = (part[:, chosen] + second[:, chosen]) / 2
+    else:
+        part[:, chosen] = second[:, chosen]
     return refined
