@@ -33,7 +33,7 @@ def _scores(pred_dir: Path, truth_dir: Path) -> dict[str, dict]:
     """Per case: lesion-wise Dice per region and the predicted cavity's volume (mL)."""
     rows = {}
     for case in load_validation_cases(pred_dir, truth_dir):
-        objective = OFFICIAL.objective(OFFICIAL.score(case.prediction, case.truth, case.spacing)[0])
+        objective = OFFICIAL.objective_scores(case.prediction, case.truth, case.spacing)
         rows[case.case_id] = {**{region: round(objective[region][0], 4) for region in REGIONS},
                               "predicted_rc_ml": round(label_volumes_ml(case.prediction, case.spacing)["RC"], 2),
                               "true_rc_ml": round(label_volumes_ml(case.truth, case.spacing)["RC"], 2)}

@@ -287,7 +287,7 @@ def _case_scores(cases: list[ValidationCase], rules: PostprocessRules) -> tuple[
     scores, cavities = {}, {}
     for case in cases:
         prediction = rules.apply(case.prediction)
-        rows = OFFICIAL.objective(OFFICIAL.score(prediction, case.truth, case.spacing)[0])
+        rows = OFFICIAL.objective_scores(prediction, case.truth, case.spacing)
         scores[case.case_id] = {region: [round(rows[region][0], 4), round(rows[region][1], 2)] for region in REGIONS}
         cavities[case.case_id] = round(label_volumes_ml(prediction, case.spacing)["RC"], 2)
     return scores, cavities

@@ -15,6 +15,7 @@ from gliomaseg.cli import app
 from gliomaseg.evaluation.evaluate import CasePair, score_pair
 from gliomaseg.evaluation.lesion_wise import REGION_COLUMNS
 from gliomaseg.evaluation.protocol import CORRECTED, OFFICIAL
+from gliomaseg.io.nifti import load_label_map
 from gliomaseg.labels import REGIONS
 
 EXPECTED = json.loads((METRIC_FIXTURES / "expected-official.json").read_text())
@@ -103,3 +104,18 @@ def test_corrected_protocol_uses_binary_masks_for_sensitivity():
     # the official number for this pair is 0.0: only lesion number 1 in both maps counts as a hit
     assert official["WT"]["Sensitivity"] == 0.0
     assert corrected["WT"]["Legacy_Dice"] == official["WT"]["Legacy_Dice"]
+
+
+@pytest.mark.parametrize("pair", PAIRS, ids=[p["case_id"] for p in PAIRS])
+def test_the_objective_alone_equals_the_official_lesion_wise_dice_and_hd95(pair):
+    """What tuning and validation optimise, computed without the columns they never read, is the official number."""
+    case_id = pair["case_id"]
+    prediction, truth = load_label_map(METRIC_FIXTURES / pair["pred_path"]), load_label_map(METRIC_FIXTURES / pair["gt_path"])
+    for protocol in (OFFICIAL, CORRECTED):
+        objective = protocol.objective_scores(prediction.data, truth.data, truth.spacing)
+        for region in REGIONS:
+            official = EXPECTED[case_id]["regions"][region]
+            if protocol is OFFICIAL:
+                _assert_close(objective[region][0], official["LesionWise_Score_Dice"], f"{case_id} {region} Dice")
+                _assert_close(objective[region][1], official["LesionWise_Score_HD95"], f"{case_id} {region} HD95")
+        assert objective == protocol.objective(protocol.score(prediction.data, truth.data, truth.spacing)[0])

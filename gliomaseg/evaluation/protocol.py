@@ -47,6 +47,10 @@ class ScoringProtocol(ABC):
     def lesion_rows(self, case_id: str, lesions: list[Any]) -> list[list]:
         """One pair's rows of the per-lesion table."""
 
+    def objective_scores(self, pred: np.ndarray, gt: np.ndarray, spacing: Spacing) -> dict[str, tuple[float, float]]:
+        """:meth:`objective` of the pair, computing no more than it needs (what validation and tuning call)."""
+        return self.objective(self.score(pred, gt, spacing)[0])
+
 
 @dataclass(frozen=True)
 class LesionWiseProtocol(ScoringProtocol):
@@ -67,6 +71,9 @@ class LesionWiseProtocol(ScoringProtocol):
 
     def objective(self, rows: RegionRows) -> dict[str, tuple[float, float]]:
         return {r: (rows[r]["LesionWise_Score_Dice"], rows[r]["LesionWise_Score_HD95"]) for r in REGIONS}
+
+    def objective_scores(self, pred: np.ndarray, gt: np.ndarray, spacing: Spacing) -> dict[str, tuple[float, float]]:
+        return self.objective(lesion_wise_scores(pred, gt, spacing, self.parameters, objective_only=True)[0])
 
     def lesion_rows(self, case_id: str, lesions: list[Any]) -> list[list]:
         """Each ground-truth lesion and the predicted lesions that hit it."""

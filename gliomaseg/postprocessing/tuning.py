@@ -117,7 +117,7 @@ class TuningResult:
 
 
 def _case_row(label_map: np.ndarray, truth: np.ndarray, spacing, protocol: ScoringProtocol) -> dict[str, tuple[float, float]]:
-    return protocol.objective(protocol.score(label_map, truth, spacing)[0])
+    return protocol.objective_scores(label_map, truth, spacing)
 
 
 def _score_from_rows(rows: Sequence[dict[str, tuple[float, float]]]) -> Score:

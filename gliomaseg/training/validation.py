@@ -68,7 +68,7 @@ def case_scores(
     for case, geometry in predict_validation_cases(model, cache_dir, case_ids, targets, amp, patch_size):
         if save_dir is not None:
             save_label_map(case.prediction, geometry.affine, save_dir / f"{case.case_id}{NIFTI_SUFFIX}", geometry.space)
-        scores = protocol.objective(protocol.score(case.prediction, case.truth, case.spacing)[0])
+        scores = protocol.objective_scores(case.prediction, case.truth, case.spacing)
         rows.append({region: scores[region][0] for region in REGIONS})
     return rows
 
