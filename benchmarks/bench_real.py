@@ -117,6 +117,8 @@ SETUPS: dict[str, Setup] = {
     "stagetwo64mean": Setup(synthetic=0, reuses="stagetwo64", fusion="mean"),
     "preset64tta": Setup(synthetic=0, reuses="preset64b", tta=True),
     "carvedtwo64": Setup(synthetic=0, reuses="stagetwo64", fusion="mean", first="carvedsyn64"),
+    "cascade64": Setup(("--cascade",), stage_one="preset64b"),
+    "cascade64mean": Setup(synthetic=0, reuses="cascade64", fusion="mean"),
 }
 """Setup name -> how it differs from ``train --preset cpu --val-fraction 0`` (the preset: 64^3, 40 epochs of
 32 steps of batch 2, AdamW 1e-3 cosine, multisite augmentation, label targets) plus the shipped
@@ -136,7 +138,9 @@ same fold, so its paired change from lean64 is what the second stage adds (gliom
 stagetwo64's runs, averaging the two stages near the tumour instead of taking the second's; ``preset64tta``
 predicts with preset64b's runs, averaging over the 8 axis flips of each case (test-time augmentation);
 ``carvedtwo64`` is stagetwo64mean over carvedsyn64's run of the fold instead (a second stage does not depend on the
-first one's weights: it is trained on cubes of the ground truth's surroundings)."""
+first one's weights: it is trained on cubes of the ground truth's surroundings); ``cascade64`` is stagetwo64 with
+the first stage's probabilities as extra inputs (``train --cascade``, nnU-Net's cascade), ``cascade64mean`` its
+runs with the two stages averaged."""
 
 INCOMPLETE_INPUTS: dict[str, tuple[str, ...]] = {
     "no-t1n": ("t1n",), "no-t1c": ("t1c",), "no-t2w": ("t2w",), "no-t2f": ("t2f",), "t1c+t2f": ("t1n", "t2w"),

@@ -294,6 +294,8 @@ def train_command(
     fusion: Annotated[Optional[Literal[FUSIONS]], typer.Option(  # type: ignore[valid-type]
         help="With --stage-one: near the first stage's tumour, the second stage's probabilities replace the first's, or "
              "the two are averaged (default: replace).", rich_help_panel=MODEL)] = None,
+    cascade: Annotated[bool, typer.Option("--cascade", help="With --stage-one: the second stage also reads the first "
+                                                            "stage's probabilities (nnU-Net's cascade).", rich_help_panel=MODEL)] = False,
     init_from: Annotated[Optional[str], typer.Option(help="Fine-tune from a packaged model (`gliomaseg models`), run folder or "
                                                      "checkpoint, with a fresh schedule.", rich_help_panel=MODEL)] = None,
     optimizer: Annotated[Optional[Literal[OPTIMIZERS]], typer.Option(  # type: ignore[valid-type]
@@ -344,6 +346,7 @@ def train_command(
                 preset, model=model, targets=targets, dropout=dropout, epochs=epochs, batch_size=batch_size, lr=lr,
                 optimizer=optimizer, repeats=repeats, steps_per_epoch=steps_per_epoch,
                 patch_size=patch_size if patch_size or not stage_one else STAGE_TWO_PATCH, stage_one=stage_one, fusion=fusion,
+                cascade=cascade or None,
                 augment="none" if no_augment else augment, modality_dropout=modality_dropout, transplant=transplant,
                 val_fraction=val_fraction,
                 folds=folds, fold=fold, val_every=val_every, seed=seed, deterministic=deterministic,

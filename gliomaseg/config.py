@@ -107,6 +107,9 @@ class TrainConfig:
     # a two-stage model: near stage one's tumour, the second stage's probabilities "replace" the first's, or the two
     # are averaged ("mean"), so that neither stage alone can erase a tumour the other finds
     fusion: str = "replace"
+    # a two-stage model's second stage also reads the first stage's probabilities of every target, as nnU-Net's cascade
+    # reads its low-resolution segmentation: it refines what the first stage found instead of deciding it from one cube
+    cascade: bool = False
 
 
 PRESETS: dict[str, dict[str, Any]] = {

@@ -30,6 +30,8 @@ from gliomaseg.model.checkpoint import load_checkpoint
 from gliomaseg.model.loading import LoadedModel, load_model
 from gliomaseg.model.run_folder import RunFolder
 from gliomaseg.model.stage_one import keep_stage_one
+from gliomaseg.preprocessing.cache import read_cached_case
+from gliomaseg.training.stage_one_prior import PRIOR_FILE, stage_one_prior
 
 ET, NETC = 3, 1
 RIM_CASE = "BraTS-GLI-99990-000"
@@ -116,6 +118,22 @@ def test_mean_fusion_averages_the_two_stages_near_the_tumour_and_keeps_stage_one
                              rim_case)
 
 
+def test_a_cascade_second_stage_reads_the_first_stage_s_probabilities_where_they_lie(rim_case):
+    """A second stage that only copies the first stage's probabilities (the extra channels) must give the first
+    stage's labels voxel for voxel: any shift between the window and the probabilities cut for it would show."""
+    copy = torch.nn.Conv3d(len(MODALITIES) + 5, 5, 1)
+    with torch.no_grad():
+        copy.weight.zero_()
+        copy.bias.zero_()
+        for label in range(5):
+            copy.weight[label, len(MODALITIES) + label] = 50.0
+    model = two_stages()
+    cascade = replace(model, network=copy.eval(), config=replace(model.config, train=replace(model.config.train, cascade=True)))
+    coarse = labels_of(model.stage_one, rim_case)
+    assert region_mask(coarse, "WT").any()
+    assert np.array_equal(labels_of(cascade, rim_case), coarse)
+
+
 def test_when_stage_one_finds_nothing_stage_two_searches_the_brain_box_and_says_so(rim_case, caplog):
     model = two_stages(first_finds_tumour=False)
     assert not labels_of(model.stage_one, rim_case).any()
@@ -168,3 +186,31 @@ def test_stage_one_must_be_a_one_stage_model_with_the_same_targets(two_stage_run
     with pytest.raises(InputError, match="the stages must agree"):
         keep_stage_one(RunFolder(tmp_path / "regions"), str(trained_run), regions)
     assert not (tmp_path / "regions" / RunFolder.STAGE_ONE).exists()
+
+
+def test_a_cascade_run_caches_the_first_stage_s_probabilities_and_predicts_on_the_input_grid(trained_run, synthetic_dir, tmp_path):
+    run_dir = tmp_path / "cascade"
+    result = CliRunner().invoke(app, ["-q", "train", str(synthetic_dir), "--out", str(run_dir), "--stage-one", str(trained_run),
+                                      "--cascade", "--patch-size", "32", "--epochs", "1", "--batch-size", "2", "--repeats", "1",
+                                      "--val-fraction", "0.25", "--seed", "0", "--workers", "0", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    run = RunFolder(run_dir)
+    assert run.load_config().train.cascade
+    first = load_model(run.stage_one_dir, "cpu", postprocess=False)
+    cached = sorted(p.parent for p in (run_dir / "cache").glob("*/meta.json"))
+    assert cached
+    for folder in cached:
+        case = read_cached_case(folder)
+        prior = np.load(folder / PRIOR_FILE)
+        assert prior.shape == (5, *case.geometry.box_shape) and prior.dtype == np.float16
+        assert np.allclose(prior.astype(np.float32).sum(axis=0), 1.0, atol=0.02)  # the first stage's softmax, resized
+    np.testing.assert_allclose(np.load(cached[0] / PRIOR_FILE), stage_one_prior(first, read_cached_case(cached[0])), atol=1e-3)
+    out = tmp_path / "pred"
+    result = CliRunner().invoke(app, ["-q", "predict", str(synthetic_dir), "-o", str(out), "-m", str(run_dir), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    for folder in sorted(p for p in synthetic_dir.iterdir() if p.is_dir()):
+        written, source = nib.load(out / f"{folder.name}.nii.gz"), nib.load(folder / f"{folder.name}-t1c.nii.gz")
+        assert written.shape == source.shape and np.allclose(written.affine, source.affine)
+    refused = CliRunner().invoke(app, ["-q", "train", str(synthetic_dir), "--out", str(tmp_path / "alone"), "--cascade",
+                                       "--epochs", "1", "--device", "cpu"])
+    assert refused.exit_code != 0 and "--cascade is a second stage's" in refused.output

@@ -6,7 +6,8 @@ is run by sliding window over the box around what stage one found, plus ``MARGIN
 stage one's (``fusion`` "replace"), or are averaged with them ("mean"), only within ``GATE_MM`` of stage one's
 tumour (after stage one's own post-processing): pasting a native-grid network over the whole box lost on a fold
 (WT -0.11, TC -0.12 on fold 0), since far from the tumour it adds lesions stage one rightly left out. When stage
-one finds nothing, stage two searches the whole brain box alone.
+one finds nothing, stage two searches the whole brain box alone. A cascade second stage (``TrainConfig.cascade``)
+also reads stage one's probabilities in its window, as it was trained to.
 """
 
 from __future__ import annotations
@@ -66,7 +67,10 @@ def refined_probabilities(model: LoadedModel, case: LoadedCase, first: torch.Ten
         window = brain
         gate = np.ones(tuple(b - a for a, b in brain), bool)
     inside_brain = tuple(slice(a - b0, b - b0) for (a, b), (b0, _) in zip(window, brain))
-    image = torch.from_numpy(np.ascontiguousarray(prepared.image[(slice(None), *inside_brain)]))[None]
+    image = torch.from_numpy(np.ascontiguousarray(prepared.image[(slice(None), *inside_brain)]))
+    if model.config.train.cascade:  # the second stage reads the first's probabilities beside the sequences
+        image = torch.cat([image, first[(slice(None), *box_slices(window))]])
+    image = image[None]
     second = predict_probabilities(model.network, image, model.targets, flip_tta=flip_tta, amp=model.config.train.amp,
                                    patch_size=model.config.train.patch_size)[0].float().cpu()
     refined = first.clone()

@@ -13,7 +13,7 @@ from gliomaseg.config import ExperimentConfig
 from gliomaseg.errors import InputError
 from gliomaseg.model.checkpoint import load_checkpoint
 from gliomaseg.model.device import pick_device, ready_for_inference
-from gliomaseg.model.networks import network_for
+from gliomaseg.model.networks import network_for, network_inputs
 from gliomaseg.model.packaged import resolve_model
 from gliomaseg.model.run_folder import RunFolder
 from gliomaseg.model.targets import Targets, targets_named
@@ -64,7 +64,7 @@ def load_model(model: Path | str | None, device: str | None = None, postprocess:
     state = load_checkpoint(path, map_location=dev)
     try:
         config = ExperimentConfig.from_dict(state["config"])
-        network = network_for(config.train, config.preprocess.channels)
+        network = network_for(config.train, network_inputs(config))
         network.load_state_dict(state["model"])
     except (ValueError, RuntimeError, KeyError, TypeError) as err:
         raise InputError(path, f"checkpoint does not match its architecture ({str(err).splitlines()[0][:120]})") from None

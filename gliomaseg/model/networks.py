@@ -7,7 +7,7 @@ from functools import partial
 
 import torch
 
-from gliomaseg.config import TrainConfig
+from gliomaseg.config import ExperimentConfig, TrainConfig
 from gliomaseg.labels import MODALITIES, NUM_CLASSES
 from gliomaseg.model.cpu_convolution import route_convolutions_to_onednn
 from gliomaseg.model.targets import targets_named
@@ -79,6 +79,12 @@ def build_network(
     if name not in NETWORKS:
         raise ValueError(f"unknown model '{name}' (choose from {', '.join(NETWORKS)})")
     return route_convolutions_to_onednn(NETWORKS[name](in_channels, out_channels, dropout))
+
+
+def network_inputs(config: ExperimentConfig) -> int:
+    """The network's input channels: the sequences (and extra channels), then, for a cascade second stage, the
+    first stage's probability of each target."""
+    return config.preprocess.channels + (targets_named(config.train.targets).channels if config.train.cascade else 0)
 
 
 def network_for(train_config: TrainConfig, in_channels: int = len(MODALITIES)) -> torch.nn.Module:

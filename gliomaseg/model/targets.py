@@ -56,6 +56,11 @@ class Targets:
         """Probabilities of a voxel known to be background (outside the brain box)."""
         return (1.0,) + (0.0,) * (self.channels - 1) if not self.is_regions else (0.0,) * self.channels
 
+    @property
+    def uninformed(self) -> float:
+        """A probability that favours no target: shared evenly by the labels, or a coin toss per region."""
+        return 0.5 if self.is_regions else 1.0 / self.channels
+
     def as_regions(self, probabilities: torch.Tensor) -> torch.Tensor:
         """(C, ...) probabilities -> (len(TRAINING_REGIONS), ...) region probabilities: a region's
         is the sum of its labels' (exact for softmax outputs), so label- and region-based runs can be averaged."""

@@ -21,23 +21,29 @@ from monai.transforms import MapTransform, RandomizableTransform
 from monai.utils import convert_to_tensor
 
 from gliomaseg.preprocessing.cache import read_cached_case
+from gliomaseg.training.stage_one_prior import AppendStageOnePriord, read_stage_one_prior
 from gliomaseg.training.tumour_transplant import RandTumourTransplantd
 
 KEYS = ("image", "label")
+PRIOR = "prior"
+"""A cascade second stage's first-stage probabilities (gliomaseg.training.stage_one_prior): moved with the image and
+the label by every spatial change, untouched by the intensity ones."""
 
 
 def _spatial() -> list:
+    keys = (*KEYS, PRIOR)
     return [
-        RandFlipd(KEYS, prob=0.5, spatial_axis=0),
-        RandFlipd(KEYS, prob=0.5, spatial_axis=1),
-        RandFlipd(KEYS, prob=0.5, spatial_axis=2),
+        RandFlipd(keys, prob=0.5, spatial_axis=0, allow_missing_keys=True),
+        RandFlipd(keys, prob=0.5, spatial_axis=1, allow_missing_keys=True),
+        RandFlipd(keys, prob=0.5, spatial_axis=2, allow_missing_keys=True),
         RandAffined(
-            KEYS,
+            keys,
             prob=0.3,
             rotate_range=(0.2, 0.2, 0.2),
             scale_range=(0.1, 0.1, 0.1),
-            mode=("bilinear", "nearest"),
+            mode=("bilinear", "nearest", "bilinear"),
             padding_mode="zeros",
+            allow_missing_keys=True,
         ),
     ]
 
@@ -118,11 +124,11 @@ class RandTumourCubed(RandomizableTransform, MapTransform):
     The same cubes as MONAI's ``RandCropByPosNegLabeld(pos=1, neg=1, allow_smaller=True)`` then ``SpatialPadd``, which
     convert the whole grid to float32 and list the index of every one of its voxels for each cube (~0.3 s a sample on a
     native 1 mm brain box, more than a 64^3 training step's share): this reads only the cube from the memory-mapped
-    cache, so ``image`` and ``label`` may come as they are stored (float16, uint8)."""
+    cache, so ``image``, ``label`` (and a ``prior``, cut alike) may come as they are stored (float16, uint8)."""
 
     def __init__(self, size: int):
         RandomizableTransform.__init__(self, prob=1.0)
-        MapTransform.__init__(self, list(KEYS))
+        MapTransform.__init__(self, [*KEYS, PRIOR], allow_missing_keys=True)
         self.size = size
         self._start: tuple[int, ...] = ()
 
@@ -147,20 +153,22 @@ class RandTumourCubed(RandomizableTransform, MapTransform):
         region = tuple(slice(a, a + self.size) for a in self._start)
         shape = label[region].shape
         pad = [(0, 0)] + [((self.size - n) // 2, self.size - n - (self.size - n) // 2) for n in shape]
-        image = np.pad(np.asarray(data["image"][(slice(None), *region)], dtype=np.float32), pad)
-        cube = np.pad(label[region].astype(np.int64)[None], pad)
-        return {**data, "image": torch.from_numpy(image), "label": torch.from_numpy(cube)}
+        cubes = {key: torch.from_numpy(np.pad(np.asarray(data[key][(slice(None), *region)], dtype=np.float32), pad))
+                 for key in ("image", PRIOR) if key in data}
+        return {**data, **cubes, "label": torch.from_numpy(np.pad(label[region].astype(np.int64)[None], pad))}
 
 
 def training_transform(augment: str, modality_dropout: float = 0.0, patch_size: int = 0, transplant: float = 0.0,
-                       donors: list[Path] | None = None) -> Compose | None:
+                       donors: list[Path] | None = None, prior_uninformed: float | None = None) -> Compose | None:
     """A tumour of one of ``donors`` (cache folders) pasted in with probability ``transplant``, a random cube
-    of ``patch_size`` (if > 0: :class:`RandTumourCubed`), the ``augment`` augmentation (unless "none"), then sequence
-    dropout (if ``modality_dropout``)."""
+    of ``patch_size`` (if > 0: :class:`RandTumourCubed`), the ``augment`` augmentation (unless "none"), sequence
+    dropout (if ``modality_dropout``), then, for a cascade second stage (``prior_uninformed`` given), the first
+    stage's probabilities appended to the channels (:class:`AppendStageOnePriord`)."""
     steps = (([RandTumourTransplantd(donors or [], transplant)] if transplant > 0 else [])
              + ([RandTumourCubed(patch_size)] if patch_size else [])
              + ([training_augmentation(augment)] if augment != "none" else [])
-             + ([RandModalityDropoutd(modality_dropout)] if modality_dropout > 0 else []))
+             + ([RandModalityDropoutd(modality_dropout)] if modality_dropout > 0 else [])
+             + ([AppendStageOnePriord(prior_uninformed)] if prior_uninformed is not None else []))
     return Compose(steps) if steps else None
 
 
@@ -168,13 +176,16 @@ class CachedCaseDataset(torch.utils.data.Dataset):
     """Each case ``repeats`` times per epoch; sample i is case ``i % n``.
 
     Items are ``{"image": (channels, X, Y, Z) float32, "label": (1, X, Y, Z) int64}``,
-    read from memory-mapped arrays (never from .nii.gz).
+    read from memory-mapped arrays (never from .nii.gz); with ``prior``, each case's first-stage probabilities
+    are read too, for the transform to append (a cascade second stage).
     """
 
-    def __init__(self, cache_dir: Path | str, case_ids: list[str], repeats: int = 1, transform: Compose | None = None):
+    def __init__(self, cache_dir: Path | str, case_ids: list[str], repeats: int = 1, transform: Compose | None = None,
+                 prior: bool = False):
         self.folders = [Path(cache_dir) / c for c in case_ids]
         self.repeats = repeats
         self.transform = transform
+        self.prior = prior
 
     def __len__(self) -> int:
         return len(self.folders) * self.repeats
@@ -186,6 +197,8 @@ class CachedCaseDataset(torch.utils.data.Dataset):
         else:
             sample = {"image": torch.from_numpy(np.asarray(case.image, dtype=np.float32)),
                       "label": torch.from_numpy(np.asarray(case.label, dtype=np.int64))[None]}
+        if self.prior:
+            sample[PRIOR] = read_stage_one_prior(case.folder)
         if self.transform is not None:
             sample = self.transform(sample)
             sample = {k: convert_to_tensor(v, track_meta=False) for k, v in sample.items()}

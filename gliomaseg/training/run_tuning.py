@@ -25,7 +25,8 @@ def tune_run_postprocessing(run_dir: Path | str, data: Path | str | None = None,
     model = load_model(run.path, device, postprocess=False)
     tc = model.config.train
     cache_dir = cache_location(Path(data), run.path) if data is not None else run.cache_dir
-    predicted = list(predict_validation_cases(model.network, cache_dir, run.load_split()["val"], model.targets, tc.amp, tc.patch_size))
+    predicted = list(predict_validation_cases(model.network, cache_dir, run.load_split()["val"], model.targets, tc.amp, tc.patch_size,
+                                               tc.cascade))
     if not predicted:
         return None
     cases = [case for case, _ in predicted]

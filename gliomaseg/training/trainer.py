@@ -39,12 +39,12 @@ from gliomaseg.io.atomic import remove_stale_temporaries
 from gliomaseg.labels import old_scheme_warning
 from gliomaseg.model.checkpoint import load_checkpoint, save_checkpoint
 from gliomaseg.model.device import autocast, memory_format
-from gliomaseg.model.loading import resolve_checkpoint
-from gliomaseg.model.networks import SIZE_MULTIPLE, network_for
+from gliomaseg.model.loading import load_model, resolve_checkpoint
+from gliomaseg.model.networks import SIZE_MULTIPLE, network_for, network_inputs
 from gliomaseg.model.run_folder import METRIC_COLUMN, RunFolder
 from gliomaseg.model.stage_one import keep_stage_one, stage_one_name
 from gliomaseg.model.targets import Targets, targets_named
-from gliomaseg.preprocessing.cache import cache_config, cached_label_values, is_cache, labelled_case_ids, preprocess_dataset
+from gliomaseg.preprocessing.cache import cache_config, cached_case_ids, cached_label_values, is_cache, labelled_case_ids, preprocess_dataset
 from gliomaseg.progress import progress
 from gliomaseg.training.distributed import (
     DistributedContext,
@@ -57,6 +57,7 @@ from gliomaseg.training.distributed import (
 from gliomaseg.training.loss import DiceCrossEntropyLoss
 from gliomaseg.training.dataset import CachedCaseDataset, training_transform
 from gliomaseg.training.sampler import FixedLengthSampler
+from gliomaseg.training.stage_one_prior import write_stage_one_priors
 from gliomaseg.training.schedule import CosineSchedule
 from gliomaseg.training.tensorboard import TensorBoardScalars
 from gliomaseg.training.validation import case_scores, summarise_scores
@@ -131,6 +132,8 @@ def build_optimizer(parameters, tc: TrainConfig) -> torch.optim.Optimizer:
 
 
 def _check_size(config: ExperimentConfig) -> None:
+    if config.train.cascade and not config.train.stage_one:
+        raise ValueError("--cascade is a second stage's: it reads the probabilities of the first stage given with --stage-one")
     patch = config.train.patch_size
     if config.preprocess.native:  # the grid is each case's own brain box: only the cubes must suit the network
         if not patch or patch % SIZE_MULTIPLE:
@@ -259,7 +262,7 @@ class TrainingSetup:
 
 
 def _describe(config: ExperimentConfig) -> str:
-    return f"network {config.train.model}, {config.train.targets} targets, {config.preprocess.channels} input channels"
+    return f"network {config.train.model}, {config.train.targets} targets, {network_inputs(config)} input channels"
 
 
 def initialise_from(network: torch.nn.Module, config: ExperimentConfig, spec: str) -> Path:
@@ -309,6 +312,8 @@ def set_up(data: Path, run_dir: Path, config: ExperimentConfig, device: str | No
             log.info("stage one: %s (kept in %s)", config.train.stage_one, keep_stage_one(run, config.train.stage_one, config).parent)
             # the copy is the first stage from now on: a path of this machine must not travel with the model
             config = replace(config, train=replace(config.train, stage_one=stage_one_name(config.train.stage_one)))
+            if config.train.cascade:
+                write_stage_one_priors(load_model(run.stage_one_dir, "cpu", postprocess=False), cache_dir, cached_case_ids(cache_dir))
         run.save_config(config)
     barrier(ctx)
     if not ctx.is_main:
@@ -317,7 +322,7 @@ def set_up(data: Path, run_dir: Path, config: ExperimentConfig, device: str | No
     split = _split(run, cache_dir, tc, ctx)
     torch.manual_seed(tc.seed)
     _choose_kernels(ctx.device, tc.deterministic)
-    network = network_for(tc, config.preprocess.channels).to(ctx.device, memory_format=memory_format(ctx.device))
+    network = network_for(tc, network_inputs(config)).to(ctx.device, memory_format=memory_format(ctx.device))
     optimizer = build_optimizer(network.parameters(), tc)
     start_epoch, best_score, schedule = _restore(state, network, optimizer, tc, run.last_checkpoint)
     if state is not None:
@@ -327,9 +332,11 @@ def set_up(data: Path, run_dir: Path, config: ExperimentConfig, device: str | No
     model = _distribute(network, tc, ctx)
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=tc.amp and ctx.device.type == "cuda" and not torch.cuda.is_bf16_supported())
     history = [row for row in run.history() if row["epoch"] <= start_epoch]
+    targets = targets_named(tc.targets)
     transform = training_transform(tc.augment, tc.modality_dropout, tc.patch_size, tc.transplant,
-                                   donors=[cache_dir / case_id for case_id in split["train"]])
-    dataset = CachedCaseDataset(cache_dir, split["train"], repeats=tc.repeats, transform=transform)
+                                   donors=[cache_dir / case_id for case_id in split["train"]],
+                                   prior_uninformed=targets.uninformed if tc.cascade else None)
+    dataset = CachedCaseDataset(cache_dir, split["train"], repeats=tc.repeats, transform=transform, prior=tc.cascade)
     sampler = _sampler(dataset, tc, ctx)
     loader = DataLoader(dataset, batch_size=tc.batch_size, sampler=sampler, num_workers=workers if workers > 1 else 0,
                         pin_memory=ctx.device.type == "cuda", drop_last=len(sampler) > tc.batch_size)
@@ -378,7 +385,8 @@ def run_epoch(setup: TrainingSetup, epoch: int) -> dict:
     if setup.split["val"] and ((epoch + 1) % tc.val_every == 0 or is_last):
         mine = setup.split["val"][ctx.rank :: ctx.world_size]
         save_dir = setup.run.validation_dir if is_last else None
-        scores = case_scores(setup.network, setup.cache_dir, mine, setup.targets, tc.amp, save_dir, setup.protocol, tc.patch_size)
+        scores = case_scores(setup.network, setup.cache_dir, mine, setup.targets, tc.amp, save_dir, setup.protocol, tc.patch_size,
+                             prior=tc.cascade)
         row.update({f"val_score_{k}": v for k, v in summarise_scores(gather_lists(ctx, scores)).items()})
         row[METRIC_COLUMN] = setup.protocol.metric
     return row
