@@ -35,10 +35,12 @@ def _stages(case: Path, loaded) -> dict[str, float]:
     import torch
 
     from gliomaseg.io.cases import load_case, read_case_folder
+    from gliomaseg.inference.two_stage import refined_probabilities
     from gliomaseg.io.nifti import save_label_map
     from gliomaseg.model.probabilities import predict_probabilities
     from gliomaseg.preprocessing.pipeline import native_scores, preprocess_case
 
+    first = loaded.stage_one or loaded  # a two-stage model's whole-brain pass is its first stage's
     runs: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(3):
@@ -51,13 +53,16 @@ def _stages(case: Path, loaded) -> dict[str, float]:
 
             loaded_case = load_case(read_case_folder(case), with_label=False)
             lap("read 4 sequences (gzip NIfTI)")
-            prepared = preprocess_case(loaded_case, loaded.config.preprocess)
+            prepared = preprocess_case(loaded_case, first.config.preprocess)
             lap("brain box, normalise, resize")
-            probabilities = predict_probabilities(loaded.network, torch.from_numpy(prepared.image)[None], loaded.targets,
-                                                  amp=loaded.config.train.amp, patch_size=loaded.config.train.patch_size)[0]
+            probabilities = predict_probabilities(first.network, torch.from_numpy(prepared.image)[None], first.targets,
+                                                  amp=first.config.train.amp, patch_size=first.config.train.patch_size)[0]
             lap("network")
-            native = native_scores(probabilities.float().cpu(), prepared.geometry, loaded.targets.outside)
+            native = native_scores(probabilities.float().cpu(), prepared.geometry, first.targets.outside)
             lap("back to the native grid")
+            if loaded.stage_one is not None:
+                native = refined_probabilities(loaded, loaded_case, native)
+                lap("second stage: 1 mm sliding window around the tumour")
             labels = loaded.rules.apply(loaded.targets.decode(native).numpy())
             lap("labels + post-processing")
             save_label_map(labels, loaded_case.affine, Path(tmp) / "labels.nii.gz", loaded_case.space)
@@ -150,8 +155,10 @@ def main() -> None:
                 "peak_rss_gb": round(ours["peak_rss_gb"], 2)}
     from gliomaseg.model.packaged import DEFAULT_MODEL
 
+    # a packaged model's folder (timed before its card exists) is recorded by its name, as the card looks it up
+    model = Path(args.model).name if args.model and Path(args.model).is_dir() else args.model or DEFAULT_MODEL
     described = ("the baseline recipe's VNet3d at 160^3, untrained weights" if args.model == RECIPE
-                 else f"model {args.model or DEFAULT_MODEL + ' (packaged)'}")
+                 else f"model {model}{'' if args.model else ' (packaged)'}")
     headline["stages"] = {k: round(v, 3) for k, v in ours["stages"].items()}
     table = [
         f"Ours: `gliomaseg predict` with {described}, CPU, {ours['threads']} threads. "
@@ -170,7 +177,7 @@ def main() -> None:
         "|---|---|",
         *(f"| {name} | {seconds:.3f} |" for name, seconds in ours["stages"].items()),
     ]
-    write_results("predict", headline, {"ours": ours, "peer": peer}, table)
+    write_results("predict", headline, {"model": model, "ours": ours, "peer": peer}, table)
 
 
 if __name__ == "__main__":

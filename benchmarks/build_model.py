@@ -33,7 +33,9 @@ from common import RESULTS, machine
 from gliomaseg import __version__
 from gliomaseg.data.synthetic import write_synthetic_dataset
 from gliomaseg.evaluation.evaluate import evaluate, summarise
+from gliomaseg.config import ExperimentConfig
 from gliomaseg.inference.predictor import predict
+from gliomaseg.inference.two_stage import GATE_MM, MARGIN_MM
 from gliomaseg.io.atomic import write_text_atomic
 from gliomaseg.io.cases import find_case_folders
 from gliomaseg.labels import REGIONS
@@ -209,7 +211,8 @@ def model_card(info: dict, evidence: Evidence) -> str:
         "2 SNFH, 3 ET, 4 RC.",
         f"Network: {info['network']}. Preprocessing: brain box (intensity threshold + largest component), each sequence clipped at its "
         f"1st/99th percentile and z-scored inside the brain, resized to {info['grid']}; probabilities are resized back to the "
-        "brain box and turned into labels on the native grid, then cleaned by the post-processing rules in `postprocess.json`.",
+        "brain box and turned into labels on the native grid, then cleaned by the post-processing rules in `postprocess.json`."
+        + (f" {info['second_stage']}" if info.get("second_stage") else ""),
         "",
         "## Training data",
         "",
@@ -265,15 +268,60 @@ def model_card(info: dict, evidence: Evidence) -> str:
     return "\n".join(lines)
 
 
-def speed_paragraph(predict_result: dict, journey: dict | None) -> str:
-    """The card's speed paragraph, every number read from ``results/predict.json`` (and ``journey.json``)."""
+def first_stage_config(model: RunFolder) -> ExperimentConfig | None:
+    """A two-stage model's first stage's config (None for a one-stage model)."""
+    first = RunFolder(model.stage_one_dir)
+    return first.load_config() if first.config_file.exists() else None
+
+
+def _weights(model: RunFolder) -> int:
+    return sum(v.numel() for v in load_checkpoint(model.best_checkpoint)["model"].values() if v.is_floating_point())
+
+
+def _summary(model: RunFolder, synthetic: int) -> str:
+    config, first = model.load_config(), first_stage_config(model)
+    dropout = config.train.modality_dropout
+    trained = (f"trained on 28 real BraTS cases and {synthetic} synthetic post-treatment ones"
+               + (f", with modality dropout {dropout:g}: for exams missing a sequence" if dropout else ""))
+    if first is None:
+        return f"VNet3d on a {config.preprocess.size[0]}^3 grid of the brain box, {trained}"
+    return (f"Two stages: VNet3d on a {first.preprocess.size[0]}^3 grid of the brain box finds the tumour ({config.train.stage_one}), "
+            f"a second VNet3d segments it on the native 1 mm grid in {config.train.patch_size}^3 cubes; the second {trained}")
+
+
+def _network(model: RunFolder) -> str:
+    config, first = model.load_config(), first_stage_config(model)
+    channels = ", ".join(("t1n", "t1c", "t2w", "t2f", *config.preprocess.extra_channels))
+    shape = f"{config.preprocess.channels} input channels ({channels}), {config.train.targets} targets"
+    if first is None:
+        return f"the recipe's VNet3d, {_weights(model):,} weights in float16, {shape}"
+    cascade = ", the second stage also reading the first stage's probability of each target (cascade)" if config.train.cascade else ""
+    return (f"two of the recipe's VNet3d, {_weights(RunFolder(model.stage_one_dir)):,} (first stage) and {_weights(model):,} "
+            f"(second stage) weights in float16, {shape}{cascade}")
+
+
+def _second_stage(config: ExperimentConfig) -> str:
+    """The card's sentence on what the second stage does at prediction (gliomaseg.inference.two_stage)."""
+    fused = "the two stages' probabilities are averaged" if config.train.fusion == "mean" else "the second stage's labels replace the first's"
+    return (f"The first stage's whole tumour, after its own post-processing, plus {MARGIN_MM:g} mm on each side is read again on the "
+            f"native grid by the second stage (sliding window of {config.train.patch_size}^3 cubes); within {GATE_MM:g} mm of that "
+            f"tumour {fused}, and beyond it the first stage's labels stand. Where the first stage finds nothing, the second "
+            "searches the whole brain box.")
+
+
+def speed_paragraph(name: str, predict_result: dict, journey: dict | None) -> str:
+    """The card's speed paragraph, every number read from ``results/predict.json`` (and ``journey.json`` when it
+    timed this model), which must have timed model ``name``."""
+    if predict_result.get("model") != name:
+        sys.exit(f"build_model: results/predict.json timed {predict_result.get('model', 'another model')}, not {name}: "
+                 f"run bench_predict.py --model {name} and build again (the run is kept)")
     seconds = predict_result["ours"]["seconds"]
     headline = predict_result["headline"]
     text = (f"On {predict_result['machine']} (no GPU): {headline['s_per_case']:.1f} s per case on average over {len(seconds)} cases "
             f"({min(seconds.values()):.1f}-{max(seconds.values()):.1f} s; the first case of a process pays its one-time set-up), "
             f"peak memory {headline['peak_rss_gb']:.2f} GB, {headline['ratio']:.0f}x faster than MONAI's SegResNet sliding window "
             "in the same run (`benchmarks/results/predict.md`).")
-    if journey:
+    if journey and journey["model"] == name:
         steps = journey["steps"]
         text += (f" From a raw exam ({journey['machine']}): `prepare` {steps['prepare']['seconds']:.0f} s, then `predict --native` "
                  f"{steps['predict']['seconds']:.1f} s in its own process, imports and the return to the original grid included "
@@ -290,6 +338,8 @@ def main() -> None:
     parser.add_argument("--cv-work", type=Path, help="bench_real's --work, whose held-out predictions draw the worst cases of a "
                                                      "setup that is not real_cv.json's chosen one (its pictures are not in results/)")
     parser.add_argument("--synthetic", type=int, help="synthetic cases added (default: the setup's)")
+    parser.add_argument("--stage-one", help="a two-stage setup's first stage: the packaged model (or run folder) of its first "
+                                            "stage's setup, which the second stage is trained over and ships with")
     args = parser.parse_args()
     if not args.data.is_dir():
         sys.exit(f"build_model: no real cases at {args.data}")
@@ -306,8 +356,16 @@ def main() -> None:
         drawn.mkdir(parents=True, exist_ok=True)
         pictures = [drawn / p for p in draw_worst(cv["setups"][name], args.cv_work, name, args.data, len(cv["overlays"]), drawn)]
     setup = SETUPS[name]
-    synthetic = args.synthetic if args.synthetic is not None else setup.synthetic
-    run, command, seconds, trained_on = train_model(args.data, args.work, setup.options, synthetic)
+    trained = SETUPS[setup.reuses] if setup.reuses else setup  # a prediction-time variant ships its runs' training
+    if setup.tta:
+        sys.exit(f"build_model: {name} predicts with test-time flips, which a packaged model cannot ask for")
+    options = [*trained.options, *(["--fusion", setup.fusion] if setup.fusion else [])]
+    if trained.stage_one:
+        if not args.stage_one:
+            sys.exit(f"build_model: {name} is a second stage: give --stage-one, the shipped model of {trained.stage_one}'s setup")
+        options += ["--stage-one", args.stage_one]
+    synthetic = args.synthetic if args.synthetic is not None else trained.synthetic
+    run, command, seconds, trained_on = train_model(args.data, args.work, tuple(options), synthetic)
     evidence = evidence_from_cross_validation(cv, name, pictures)
     target = RunFolder(MODELS_DIR / args.name)
     export(run, target, evidence.rules, evidence.rules_provenance)
@@ -317,18 +375,14 @@ def main() -> None:
     (target.path / "failures").mkdir()
     for _, picture, _ in evidence.worst:
         shutil.copyfile(picture, target.path / "failures" / picture.name)
-    weights = load_checkpoint(target.best_checkpoint)["model"].values()
     dropout = config.train.modality_dropout
     info = {
         "name": args.name,
-        "summary": (f"VNet3d on a {config.preprocess.size[0]}^3 grid of the brain box, trained on 28 real BraTS cases and "
-                    f"{synthetic} synthetic post-treatment ones" + (f", with modality dropout {dropout:g}: for exams missing a sequence"
-                                                                  if dropout else "")),
+        "summary": _summary(target, synthetic),
         "modality_dropout": dropout,
-        "network": f"the recipe's VNet3d, {sum(v.numel() for v in weights if v.is_floating_point()):,} weights in float16, "
-                   f"{config.preprocess.channels} input channels ({', '.join(('t1n', 't1c', 't2w', 't2f', *config.preprocess.extra_channels))}), "
-                   f"{config.train.targets} targets",
-        "grid": "x".join(map(str, config.preprocess.size)),
+        "network": _network(target),
+        "grid": "x".join(map(str, (first_stage_config(target) or config).preprocess.size)),
+        **({"second_stage": _second_stage(config)} if config.train.stage_one else {}),
         "recipe": (f"{config.train.epochs} epochs x {config.train.steps_per_epoch} steps of batch {config.train.batch_size}, AdamW lr "
                    f"{config.train.lr:g} cosine, Dice + cross-entropy, {config.train.augment} augmentation"),
         "training": {"command": command, "wall_min": round(seconds / 60, 1), **trained_on,
@@ -336,7 +390,7 @@ def main() -> None:
                      "real_cases": len(find_case_folders(args.data)), "synthetic_cases": synthetic},
         "cross_validation": evidence.scores,
         "synthetic_test_dice": synthetic_scores(target, args.work),
-        "speed": speed_paragraph(json.loads((RESULTS / "predict.json").read_text()),
+        "speed": speed_paragraph(args.name, json.loads((RESULTS / "predict.json").read_text()),
                                  json.loads(journey.read_text()) if (journey := RESULTS / "journey.json").exists() else None),
     }
     write_text_atomic(target.path / INFO_FILE, json.dumps(info, indent=2) + "\n")
