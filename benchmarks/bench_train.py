@@ -23,7 +23,7 @@ from monai.data import DataLoader
 from gliomaseg.config import PreprocessConfig, TrainConfig
 from gliomaseg.data.synthetic import write_synthetic_dataset
 from gliomaseg.preprocessing.cache import cached_case_ids, preprocess_dataset
-from gliomaseg.training.dataset import CachedCaseDataset, training_augmentation
+from gliomaseg.training.dataset import CachedCaseDataset, training_transform
 from gliomaseg.training.loss import DiceCrossEntropyLoss
 from gliomaseg.model.device import autocast, memory_format
 from gliomaseg.model.networks import network_for
@@ -59,7 +59,7 @@ def model_rate(device: torch.device, size: int, batch: int, steps: int, amp: boo
 
 
 def loader_rate(cache: Path, batch: int, workers: int, batches: int) -> float:
-    dataset = CachedCaseDataset(cache, cached_case_ids(cache), repeats=50, transform=training_augmentation())
+    dataset = CachedCaseDataset(cache, cached_case_ids(cache), repeats=50, transform=training_transform(TrainConfig().augment))
     loader = DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers)
     iterator = iter(loader)
     next(iterator)  # start-up of the workers is not throughput

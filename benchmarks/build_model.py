@@ -231,7 +231,10 @@ def model_card(info: dict, evidence: Evidence) -> str:
         f"{training['machine']}, {training['date']}" + (f" ({training['note']})" if training.get("note") else "")
         + f", gliomaseg {training['gliomaseg_version']}. "
         "`.venv/bin/python benchmarks/build_model.py --work W --data REAL_CASES"
-        + ("" if "versus_default" not in scores else f" --setup {scores['setup']} --name {info['name']} --cv-work CV_WORK")
+        + ("" if "versus_default" not in scores and "second_stage" not in info
+           else f" --setup {scores['setup']} --name {info['name']}")
+        + (f" --stage-one {training['command'][training['command'].index('--stage-one') + 1]}" if "second_stage" in info else "")
+        + ("" if "versus_default" not in scores else " --cv-work CV_WORK")
         + "` rebuilds it, seeded (W outside the source tree "
         "keeps the run, so a killed build resumes).",
         "",

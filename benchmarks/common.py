@@ -14,18 +14,22 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def machine() -> str:
-    """One line naming the machine, so a number is never quoted without where it came from."""
-    cpu = "unknown CPU"
+def cpu_name() -> str:
+    """The CPU's model name and widest vector unit ("AMD EPYC, AVX2"): machines named alike ("AMD EPYC") differ
+    2-3x in what they compute per core, and the vector unit says which."""
     try:
         with open("/proc/cpuinfo") as info:
             lines = info.read().splitlines()
         cpu = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
         flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), [])
-        # Machines named alike ("AMD EPYC") differ 2-3x in what they compute per core: the widest vector unit says which.
-        cpu += next((f", {name}" for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2")) if flag in flags), "")
     except (OSError, StopIteration):
-        pass
+        return "unknown CPU"
+    return cpu + next((f", {name}" for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2")) if flag in flags), "")
+
+
+def machine() -> str:
+    """One line naming the machine, so a number is never quoted without where it came from."""
+    cpu = cpu_name()
     gpu = ""
     try:
         import torch

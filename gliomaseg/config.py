@@ -111,6 +111,14 @@ class TrainConfig:
     # reads its low-resolution segmentation: it refines what the first stage found instead of deciding it from one cube
     cascade: bool = False
 
+    def __post_init__(self) -> None:
+        # checked when a config is made or loaded, so a bad value in a run's or a package's config stops the
+        # command that reads it, not a prediction halfway through a batch
+        for name, allowed in (("model", NETWORK_NAMES), ("targets", TARGET_NAMES), ("augment", AUGMENTATIONS),
+                              ("optimizer", OPTIMIZERS), ("fusion", FUSIONS), ("protocol", PROTOCOL_NAMES)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"unknown {name} '{getattr(self, name)}' ({', '.join(allowed)})")
+
 
 PRESETS: dict[str, dict[str, Any]] = {
     "recipe": {},

@@ -20,6 +20,7 @@ from gliomaseg.data.moved_exams import write_moved_exam
 from gliomaseg.errors import InputError
 from gliomaseg.io.dicom_seg import SEGMENT_TYPES, source_series, write_dicom_seg
 from gliomaseg.labels import LABELS
+from gliomaseg.model.packaged import DEFAULT_MODEL
 from gliomaseg.preparation.raw_images import read_sequence
 from test_prepare import CASE, _block_network
 
@@ -99,7 +100,7 @@ def test_dicom_exam_gets_a_seg_that_reads_back_equal_to_the_native_labels(dicom_
     for item in seg.SegmentSequence:
         code = item.SegmentedPropertyTypeCodeSequence[0]
         assert code.CodingSchemeDesignator == "SCT" and code.CodeValue in {c for c, _, _ in SEGMENT_TYPES.values()}
-        assert item.SegmentAlgorithmType == "AUTOMATIC" and "brats-gli-real28" in item.SegmentAlgorithmName
+        assert item.SegmentAlgorithmType == "AUTOMATIC" and DEFAULT_MODEL in item.SegmentAlgorithmName
     np.testing.assert_array_equal(read_back_with_dcmqi(seg_file, native, tmp_path), labels)
     validation = subprocess.run([str(BIN / "dciodvfy"), str(seg_file)], capture_output=True, text=True)
     assert not [line for line in (validation.stdout + validation.stderr).splitlines() if line.startswith("Error")], validation.stderr

@@ -14,7 +14,7 @@ from gliomaseg.inference.predictor import load_model, missing_sequences_path
 from gliomaseg.io.cases import load_case, read_case_folder
 from gliomaseg.errors import InputError
 from gliomaseg.labels import MODALITIES
-from gliomaseg.training.dataset import RandModalityDropoutd, training_transform
+from gliomaseg.training.dataset import RandModalityDropoutd, as_training_tensors, training_transform
 
 
 def test_dropout_zeroes_whole_sequences_never_all_and_reproducibly():
@@ -30,7 +30,7 @@ def test_dropout_zeroes_whole_sequences_never_all_and_reproducibly():
     dropout.set_random_state(seed=0)
     again = np.array([[bool(c.any()) for c in dropout({"image": image})["image"]] for _ in range(2000)])
     assert np.array_equal(kept, again)
-    assert training_transform("none", 0.0) is None
+    assert list(training_transform("none", 0.0).transforms) == [as_training_tensors]  # tensors made, nothing random
     assert isinstance(training_transform("multisite", 0.3).transforms[-1], RandModalityDropoutd)  # after the intensity changes
 
 

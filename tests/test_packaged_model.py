@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from gliomaseg.cli import app
 from gliomaseg.labels import REGIONS
 from gliomaseg.inference.predictor import missing_sequences_path
-from gliomaseg.model.packaged import DEFAULT_MODEL, INCOMPLETE_MODEL, INFO_FILE, packaged_models
+from gliomaseg.model.packaged import DEFAULT_MODEL, FIRST_STAGE_MODEL, INCOMPLETE_MODEL, INFO_FILE, packaged_models
 from gliomaseg.model.run_folder import RunFolder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,6 +82,7 @@ def test_models_lists_the_packaged_model_with_its_scores():
     assert result.exit_code == 0, result.output
     assert f"{DEFAULT_MODEL} (default)" in result.output
     assert f"{INCOMPLETE_MODEL} (default for exams missing a sequence)" in result.output
+    assert f"{FIRST_STAGE_MODEL} (the default's first stage alone)" in result.output
     assert "lesion-wise Dice: WT 0." in result.output
 
 
@@ -194,11 +195,13 @@ def _load_offline(tmp_path: Path, target: Path, model: str | None = None) -> lis
 def test_the_wheel_carries_the_model_and_it_loads_installed_with_the_network_blocked(tmp_path):
     names, target = _install_wheel(tmp_path)
     folder = f"gliomaseg/models/{DEFAULT_MODEL}/"
-    for name in ("best.pt", "config.json", "postprocess.json", "MODEL_CARD.md", INFO_FILE):
+    two_stage = _default_model().run.stage_one_dir.is_dir()
+    for name in ("best.pt", "config.json", "postprocess.json", "MODEL_CARD.md", INFO_FILE,
+                 *((f"{RunFolder.STAGE_ONE}/best.pt", f"{RunFolder.STAGE_ONE}/config.json") if two_stage else ())):
         assert folder + name in names, name
     module, checkpoint, network, has_rules, stages = _load_offline(tmp_path, target)
     assert module.startswith(str(target)) and checkpoint.startswith(str(target / "gliomaseg" / "models" / DEFAULT_MODEL))
-    assert network == "VNet3d" and has_rules == "True" and stages == "1"
+    assert network == "VNet3d" and has_rules == "True" and stages == ("2" if two_stage else "1")
 
 
 def test_a_packaged_two_stage_model_installs_with_its_first_stage_and_loads_offline(two_stage_run, tmp_path):

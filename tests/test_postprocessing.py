@@ -134,12 +134,25 @@ def test_tuning_does_not_leave_its_start_for_a_trimmed_edge():
     assert tune_rules(cases, start=start, min_gain_lesions=0).rules.tumour_min_voxels < 27  # any loss used to move it
 
 
+def test_a_gain_that_one_case_carries_does_not_move_a_rule_that_asks_for_support():
+    truth = _tumour()
+    truth[2:5, 2:5, 40:43] = 3  # a true 27-voxel enhancing focus away from the tumour, which the start makes core
+    start = PostprocessRules(et_min_voxels=100)
+    assert start.apply(truth)[3, 3, 41] == 1 and start.apply(truth)[15, 15, 15] == 3  # the 216-voxel one stays
+    one = [ValidationCase("a", truth.copy(), truth, (1.0, 1.0, 1.0))] + [
+        ValidationCase(f"clean{i}", _tumour(), _tumour(), (1.0, 1.0, 1.0)) for i in range(9)]
+    assert tune_rules(one, start=start).rules.et_min_voxels <= 25  # without support, one case moves it
+    assert tune_rules(one, start=start, min_support=0.95).rules == start  # absent from a third of the resamples
+    shared = [ValidationCase(f"focus{i}", truth.copy(), truth, (1.0, 1.0, 1.0)) for i in range(8)] + one[1:3]
+    assert tune_rules(shared, start=start, min_support=0.95).rules.et_min_voxels <= 25  # most cases gain: it moves
+
+
 def test_a_runs_starting_rules_follow_its_grid():
     # one network voxel of the cpu preset (64^3) covers ~13 native voxels of a BraTS brain, of the recipe (160^3) ~0.85
-    assert starting_rules(13.0) == PostprocessRules(tumour_min_voxels=1000, rc_min_voxels=1000)
-    assert starting_rules(0.85) == PostprocessRules(tumour_min_voxels=50, rc_min_voxels=50)
-    assert starting_rules(0.4) == PostprocessRules(tumour_min_voxels=25)  # no cavity grid value under 32
-    assert starting_rules(0.2) == PostprocessRules()
+    assert starting_rules(13.0) == PostprocessRules(tumour_min_voxels=1000, et_min_voxels=250, rc_min_voxels=1000)
+    assert starting_rules(0.85) == PostprocessRules(tumour_min_voxels=50, et_min_voxels=50, rc_min_voxels=50)
+    assert starting_rules(0.4) == PostprocessRules(tumour_min_voxels=25, et_min_voxels=25)  # no cavity grid value under 32
+    assert starting_rules(0.2) == PostprocessRules(et_min_voxels=10)
 
 
 def test_train_tunes_rules_for_its_best_checkpoint_and_the_cli_tunes_too(trained_run, synthetic_dir, tmp_path):

@@ -262,7 +262,13 @@ def test_corrupt_and_foreign_checkpoints_are_refused(tmp_path, trained_run):
     torch.save(state, foreign)
     with pytest.raises(InputError, match="does not match its architecture"):
         load_model(foreign, device="cpu")
-    for bad, message in ((corrupt, "corrupt or truncated checkpoint"), (foreign, "does not match its architecture")):
+    state["config"]["train"].update(model="vnet3d", fusion="max")  # a setting this version does not know
+    unknown = tmp_path / "unknown.pt"
+    torch.save(state, unknown)
+    with pytest.raises(InputError, match="config this version cannot use \\(unknown fusion 'max'"):
+        load_model(unknown, device="cpu")
+    for bad, message in ((corrupt, "corrupt or truncated checkpoint"), (foreign, "does not match its architecture"),
+                         (unknown, "unknown fusion 'max'")):
         out = tmp_path / f"pred-{bad.stem}"
         result = CliRunner().invoke(app, ["-q", "predict", str(EXAMPLES), str(out), "--model", str(bad)])
         assert result.exit_code == 1 and f"{bad.name}: " in result.output and message in result.output

@@ -2,7 +2,8 @@
 
 - ``generated/cli.md``: the command-line reference, from the typer app (``typer ... utils docs``);
 - ``generated/benchmarks.md``: ``benchmarks/results/*.md``, each under the heading and intro of BENCHMARKS;
-- ``generated/model-card.md``: the packaged model's MODEL_CARD.md, its pictures beside it.
+- ``generated/model-card*.md``: the packaged models' MODEL_CARD.md (the default, its first stage alone, the one for
+  incomplete exams), their pictures beside them.
 """
 
 from __future__ import annotations
@@ -85,7 +86,8 @@ def on_pre_build(config, **kwargs) -> None:
         shutil.copyfile(figure, GENERATED / "results" / figure.name)
     (GENERATED / "cli.md").write_text(_cli_reference())
     (GENERATED / "benchmarks.md").write_text(_benchmarks())
-    from gliomaseg.model.packaged import DEFAULT_MODEL, INCOMPLETE_MODEL
+    from gliomaseg.model.packaged import DEFAULT_MODEL, FIRST_STAGE_MODEL, INCOMPLETE_MODEL
 
     (GENERATED / "model-card.md").write_text(_model_card(DEFAULT_MODEL, "failures"))
+    (GENERATED / "model-card-first-stage.md").write_text(_model_card(FIRST_STAGE_MODEL, "failures-first-stage"))
     (GENERATED / "model-card-incomplete.md").write_text(_model_card(INCOMPLETE_MODEL, "failures-incomplete"))

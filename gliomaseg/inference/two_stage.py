@@ -19,7 +19,6 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from gliomaseg.config import FUSIONS
 from gliomaseg.io.cases import LoadedCase
 from gliomaseg.labels import region_mask
 from gliomaseg.model.probabilities import predict_probabilities
@@ -76,10 +75,7 @@ def refined_probabilities(model: LoadedModel, case: LoadedCase, first: torch.Ten
     refined = first.clone()
     part = refined[(slice(None), *box_slices(window))]
     chosen = torch.from_numpy(gate)
-    fusion = model.config.train.fusion
-    if fusion not in FUSIONS:
-        raise ValueError(f"{model.checkpoint}: unknown fusion '{fusion}' ({', '.join(FUSIONS)})")
-    if found.any() and fusion == "mean":
+    if found.any() and model.config.train.fusion == "mean":
         part[:, chosen] = (part[:, chosen] + second[:, chosen]) / 2
     else:
         part[:, chosen] = second[:, chosen]

@@ -64,6 +64,9 @@ def load_model(model: Path | str | None, device: str | None = None, postprocess:
     state = load_checkpoint(path, map_location=dev)
     try:
         config = ExperimentConfig.from_dict(state["config"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise InputError(path, f"has a config this version cannot use ({str(err).splitlines()[0][:120]})") from None
+    try:
         network = network_for(config.train, network_inputs(config))
         network.load_state_dict(state["model"])
     except (ValueError, RuntimeError, KeyError, TypeError) as err:

@@ -158,18 +158,30 @@ class RandTumourCubed(RandomizableTransform, MapTransform):
         return {**data, **cubes, "label": torch.from_numpy(np.pad(label[region].astype(np.int64)[None], pad))}
 
 
+def as_training_tensors(data: dict) -> dict:
+    """``image`` (and a ``prior``) as float32 and ``label`` as int64 tensors, from the arrays as the cache stores
+    them (memory-mapped float16 and uint8) or as an earlier step left them."""
+    tensors = {key: torch.as_tensor(np.asarray(data[key], dtype=np.float32)) for key in ("image", PRIOR) if key in data}
+    return {**data, **tensors, "label": torch.as_tensor(np.asarray(data["label"], dtype=np.int64))}
+
+
 def training_transform(augment: str, modality_dropout: float = 0.0, patch_size: int = 0, transplant: float = 0.0,
-                       donors: list[Path] | None = None, prior_uninformed: float | None = None) -> Compose | None:
+                       donors: list[Path] | None = None, prior_uninformed: float | None = None) -> Compose:
     """A tumour of one of ``donors`` (cache folders) pasted in with probability ``transplant``, a random cube
     of ``patch_size`` (if > 0: :class:`RandTumourCubed`), the ``augment`` augmentation (unless "none"), sequence
     dropout (if ``modality_dropout``), then, for a cascade second stage (``prior_uninformed`` given), the first
-    stage's probabilities appended to the channels (:class:`AppendStageOnePriord`)."""
+    stage's probabilities appended to the channels (:class:`AppendStageOnePriord`).
+
+    It takes a :class:`CachedCaseDataset` sample as the cache stores it: the transplant and the cube read what they
+    need of the memory-mapped arrays, and only then is the sample made tensors (:func:`as_training_tensors`), so a
+    cube of a native 1 mm brain box costs its own voxels, not the box's."""
     steps = (([RandTumourTransplantd(donors or [], transplant)] if transplant > 0 else [])
              + ([RandTumourCubed(patch_size)] if patch_size else [])
+             + [as_training_tensors]
              + ([training_augmentation(augment)] if augment != "none" else [])
              + ([RandModalityDropoutd(modality_dropout)] if modality_dropout > 0 else [])
              + ([AppendStageOnePriord(prior_uninformed)] if prior_uninformed is not None else []))
-    return Compose(steps) if steps else None
+    return Compose(steps)
 
 
 class CachedCaseDataset(torch.utils.data.Dataset):
@@ -177,7 +189,8 @@ class CachedCaseDataset(torch.utils.data.Dataset):
 
     Items are ``{"image": (channels, X, Y, Z) float32, "label": (1, X, Y, Z) int64}``,
     read from memory-mapped arrays (never from .nii.gz); with ``prior``, each case's first-stage probabilities
-    are read too, for the transform to append (a cascade second stage).
+    are read too, for the transform to append (a cascade second stage). A ``transform`` gets the arrays as they are
+    stored and must make the tensors itself (as :func:`training_transform` does).
     """
 
     def __init__(self, cache_dir: Path | str, case_ids: list[str], repeats: int = 1, transform: Compose | None = None,
@@ -192,15 +205,12 @@ class CachedCaseDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         case = read_cached_case(self.folders[index % len(self.folders)])
-        if self.transform is not None and isinstance(self.transform.transforms[0], RandTumourCubed):
-            sample = {"image": case.image, "label": case.label[None]}  # the cube is read from the cache as it is stored
-        else:
-            sample = {"image": torch.from_numpy(np.asarray(case.image, dtype=np.float32)),
-                      "label": torch.from_numpy(np.asarray(case.label, dtype=np.int64))[None]}
+        sample = {"image": case.image, "label": case.label[None]}
         if self.prior:
             sample[PRIOR] = read_stage_one_prior(case.folder)
-        if self.transform is not None:
-            sample = self.transform(sample)
-            sample = {k: convert_to_tensor(v, track_meta=False) for k, v in sample.items()}
-            sample["label"] = sample["label"].long()
+        if self.transform is None:
+            return as_training_tensors(sample)
+        sample = self.transform(sample)
+        sample = {k: convert_to_tensor(v, track_meta=False) for k, v in sample.items()}
+        sample["label"] = sample["label"].long()
         return sample
