@@ -171,14 +171,14 @@ def without_sequences(cases: Path, removed: tuple[str, ...], root: Path) -> Path
     return root
 
 
-def _record_seconds(fold_dir: Path, step: str, seconds: float) -> None:
+def _record_seconds(fold_dir: Path, step: str, seconds: float, cpu: str | None = None) -> None:
     """Add ``seconds`` to the step's wall clock in timing.json (a resumed step adds its pieces), and the CPU it ran
-    on to the step's CPUs (``"cpu"``: a step resumed on another kind of machine names both)."""
+    on (``cpu``, else this machine's) to the step's CPUs (``"cpu"``: a step resumed on another kind of machine names both)."""
     path = fold_dir / "timing.json"
     timing = json.loads(path.read_text()) if path.exists() else {}
     timing[step] = timing.get(step, 0.0) + seconds
     cpus = timing.setdefault("cpu", {})
-    cpus[step] = " + ".join(sorted({*filter(None, cpus.get(step, "").split(" + ")), cpu_name()}))
+    cpus[step] = " + ".join(sorted({*filter(None, cpus.get(step, "").split(" + ")), cpu or cpu_name()}))
     path.write_text(json.dumps(timing, indent=2) + "\n")
 
 
@@ -277,8 +277,7 @@ def _reused_run(fold_dir: Path, spec: Setup) -> Path:
         raise SystemExit(f"{fold_dir}: needs {spec.reuses}'s trained run of the fold on this machine ({reused})")
     if not (fold_dir / "timing.json").exists():
         timing = json.loads((reused / "timing.json").read_text())
-        (fold_dir / "timing.json").write_text(json.dumps({"train_s": timing["train_s"], "cpu": {"train_s": timing.get("cpu", {}).get(
-            "train_s", "not recorded")}}, indent=2) + "\n")
+        _record_seconds(fold_dir, "train_s", timing["train_s"], timing.get("cpu", {}).get("train_s", "not recorded"))
     return reused / "run"
 
 
@@ -374,13 +373,13 @@ def nested_rules(work: Path, setup: str, fold: int, folds: int) -> PostprocessRu
     the support it asked for: a done fold never changes, a file tuned another way is tuned again)."""
     kept = work / setup / f"fold{fold}" / "nested_rules.json"
     others = [work / setup / f"fold{k}" for k in range(folds) if k != fold]
+    if not all((d / "done.json").exists() for d in others):  # where tuning starts is read from them, kept rules or not
+        raise SystemExit(f"{setup} fold {fold}: its rules are tuned on the other folds' predictions, and not all are done in {work}")
     start = starting_rules_of_fold(others[0])
     how = {"start": start.to_dict(), "min_support": SUPPORT}
     document = json.loads(kept.read_text()) if kept.exists() else {}
     if {k: v for k, v in document.items() if k != "rules"} == how:
         return PostprocessRules.from_dict(document["rules"])
-    if not all((d / "done.json").exists() for d in others):
-        raise SystemExit(f"{setup} fold {fold}: its rules are tuned on the other folds' predictions, and not all are done in {work}")
     cases = [case for d in others for case in load_validation_cases(d / "pred", d / "held_out")]
     rules = tune_rules(cases, OFFICIAL, grid=_tuning_grid(start), workers=2, start=start, min_support=SUPPORT).rules
     kept.write_text(json.dumps({"rules": rules.to_dict(), **how}, indent=2) + "\n")
