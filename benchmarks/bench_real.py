@@ -119,6 +119,7 @@ SETUPS: dict[str, Setup] = {
     "carvedtwo64": Setup(synthetic=0, reuses="stagetwo64", fusion="mean", first="carvedsyn64"),
     "cascade64": Setup(("--cascade",), stage_one="preset64b"),
     "cascade64mean": Setup(synthetic=0, reuses="cascade64", fusion="mean"),
+    "cascade64long": Setup(("--cascade", "--fusion", "mean", "--epochs", "80"), stage_one="preset64b"),
 }
 """Setup name -> how it differs from ``train --preset cpu --val-fraction 0`` (the preset: 64^3, 40 epochs of
 32 steps of batch 2, AdamW 1e-3 cosine, multisite augmentation, label targets) plus the shipped
@@ -140,7 +141,7 @@ predicts with preset64b's runs, averaging over the 8 axis flips of each case (te
 ``carvedtwo64`` is stagetwo64mean over carvedsyn64's run of the fold instead (a second stage does not depend on the
 first one's weights: it is trained on cubes of the ground truth's surroundings); ``cascade64`` is stagetwo64 with
 the first stage's probabilities as extra inputs (``train --cascade``, nnU-Net's cascade), ``cascade64mean`` its
-runs with the two stages averaged."""
+runs with the two stages averaged; ``cascade64long`` trains that second stage twice as long (80 epochs, 2,560 steps)."""
 
 INCOMPLETE_INPUTS: dict[str, tuple[str, ...]] = {
     "no-t1n": ("t1n",), "no-t1c": ("t1c",), "no-t2w": ("t2w",), "no-t2f": ("t2f",), "t1c+t2f": ("t1n", "t2w"),

@@ -35,7 +35,7 @@ from gliomaseg.data.synthetic import write_synthetic_dataset
 from gliomaseg.evaluation.evaluate import evaluate, summarise
 from gliomaseg.config import ExperimentConfig
 from gliomaseg.inference.predictor import predict
-from gliomaseg.inference.two_stage import GATE_MM, MARGIN_MM
+from gliomaseg.inference.two_stage import GATE_MM, MARGIN_MM, OVERLAP
 from gliomaseg.io.atomic import write_text_atomic
 from gliomaseg.io.cases import find_case_folders
 from gliomaseg.labels import REGIONS
@@ -233,7 +233,7 @@ def model_card(info: dict, evidence: Evidence) -> str:
         "`.venv/bin/python benchmarks/build_model.py --work W --data REAL_CASES"
         + ("" if "versus_default" not in scores and "second_stage" not in info
            else f" --setup {scores['setup']} --name {info['name']}")
-        + (f" --stage-one {training['command'][training['command'].index('--stage-one') + 1]}" if "second_stage" in info else "")
+        + (f" --stage-one {info['first_stage']}" if "first_stage" in info else "")
         + ("" if "versus_default" not in scores else " --cv-work CV_WORK")
         + "` rebuilds it, seeded (W outside the source tree "
         "keeps the run, so a killed build resumes).",
@@ -307,7 +307,8 @@ def _second_stage(config: ExperimentConfig) -> str:
     """The card's sentence on what the second stage does at prediction (gliomaseg.inference.two_stage)."""
     fused = "the two stages' probabilities are averaged" if config.train.fusion == "mean" else "the second stage's labels replace the first's"
     return (f"The first stage's whole tumour, after its own post-processing, plus {MARGIN_MM:g} mm on each side is read again on the "
-            f"native grid by the second stage (sliding window of {config.train.patch_size}^3 cubes); within {GATE_MM:g} mm of that "
+            f"native grid by the second stage (sliding window of {config.train.patch_size}^3 cubes, neighbours sharing "
+            f"{OVERLAP:g} of a side); within {GATE_MM:g} mm of that "
             f"tumour {fused}, and beyond it the first stage's labels stand. Where the first stage finds nothing, the second "
             "searches the whole brain box.")
 
@@ -389,7 +390,7 @@ def main() -> None:
         "modality_dropout": dropout,
         "network": _network(target),
         "grid": "x".join(map(str, (first_stage_config(target) or config).preprocess.size)),
-        **({"second_stage": _second_stage(config)} if config.train.stage_one else {}),
+        **({"first_stage": config.train.stage_one, "second_stage": _second_stage(config)} if config.train.stage_one else {}),
         "recipe": (f"{config.train.epochs} epochs x {config.train.steps_per_epoch} steps of batch {config.train.batch_size}, AdamW lr "
                    f"{config.train.lr:g} cosine, Dice + cross-entropy, {config.train.augment} augmentation"),
         "training": {"command": command, "wall_min": round(seconds / 60, 1), **trained_on,

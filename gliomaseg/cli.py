@@ -518,6 +518,10 @@ def postprocess_tune(
     label_scheme: LabelScheme = "brats2024",
     protocol: ScoringProtocol = "brats2024",
     workers: Workers = 1,
+    min_support: Annotated[float, typer.Option(
+        min=0.0, max=0.999,
+        help="Move a rule only if its gain shows in this share of bootstrap resamples of the cases (e.g. 0.95), so that "
+             "one or two cases cannot move it; 0: any gain of a lesion's worth moves it. Needs a dozen cases or more.")] = 0.0,
     legacy_pred: LegacyPred = None,
     legacy_gt: LegacyGt = None,
 ) -> None:
@@ -530,7 +534,7 @@ def postprocess_tune(
     target = _one_of(out, None, "", "-o/--out", "the rules file")
     cases = load_validation_cases(pred, gt, label_scheme, workers, _state["quiet"])
     scoring = _protocol(protocol)
-    result = tune_rules(cases, scoring, workers=workers)
+    result = tune_rules(cases, scoring, workers=workers, min_support=min_support)
     save_rules(result.rules, target, result.provenance(scoring))
     typer.echo(f"mean {scoring.metric} on {len(cases)} case(s): {result.before.dice:.4f} -> {result.after.dice:.4f} "
                f"with {result.rules.to_dict()}; wrote {target}")

@@ -168,6 +168,15 @@ def test_train_tunes_rules_for_its_best_checkpoint_and_the_cli_tunes_too(trained
     assert result.exit_code == 0, result.output
     tuned = json.loads(out.read_text())["tuned_on"]
     assert tuned["cases"] == len(split["val"]) and tuned["dice_after"] >= tuned["dice_before"]
+    assert "min_support" not in tuned
+    supported = tmp_path / "supported.json"
+    result = CliRunner().invoke(app, ["-q", "postprocess", "tune", str(trained_run / "validation"), str(synthetic_dir),
+                                      "--out", str(supported), "--min-support", "0.95"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(supported.read_text())["tuned_on"]["min_support"] == 0.95
+    refused = CliRunner().invoke(app, ["postprocess", "tune", str(trained_run / "validation"), str(synthetic_dir),
+                                       "--out", str(tmp_path / "never.json"), "--min-support", "1.5"])
+    assert refused.exit_code != 0 and "min-support" in refused.output and not (tmp_path / "never.json").exists()
 
 
 def test_predict_applies_the_runs_rules_unless_told_not_to(trained_run, tmp_path):

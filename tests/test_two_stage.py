@@ -22,7 +22,7 @@ from gliomaseg.cli import app
 from gliomaseg.config import ExperimentConfig, PreprocessConfig, TrainConfig
 from gliomaseg.errors import InputError
 from gliomaseg.inference.predictor import native_probabilities
-from gliomaseg.inference.two_stage import GATE_MM
+from gliomaseg.inference.two_stage import GATE_MM, OVERLAP
 from gliomaseg.io.cases import load_case, read_case_folder
 from gliomaseg.io.nifti import save_image, save_label_map
 from gliomaseg.labels import MODALITIES, region_mask
@@ -31,6 +31,7 @@ from gliomaseg.model.loading import LoadedModel, load_model
 from gliomaseg.model.run_folder import RunFolder
 from gliomaseg.model.stage_one import keep_stage_one
 from gliomaseg.preprocessing.cache import read_cached_case
+from gliomaseg.preprocessing.pipeline import preprocess_case
 from gliomaseg.training.stage_one_prior import PRIOR_FILE, stage_one_prior
 
 ET, NETC = 3, 1
@@ -142,6 +143,30 @@ def test_when_stage_one_finds_nothing_stage_two_searches_the_brain_box_and_says_
     assert said == [f"{RIM_CASE}: stage one found no tumour; stage two searched the whole brain box on the native grid"]
     assert dice(refined == ET, rim_case.label == ET) > 0.85
     assert dice(region_mask(refined, "WT"), region_mask(rim_case.label, "WT")) > 0.9
+
+
+class CountedCubes(torch.nn.Module):
+    """A network that counts the cubes it is given."""
+
+    def __init__(self, network: torch.nn.Module):
+        super().__init__()
+        self.network, self.cubes = network, 0
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        self.cubes += image.shape[0]
+        return self.network(image)
+
+
+def test_stage_two_s_sliding_window_cubes_share_a_quarter_of_their_side(rim_case):
+    """The whole brain box (stage one found nothing) is covered by cubes whose starts are 3/4 of a side apart:
+    at nnU-Net's half-side overlap, 125 cubes instead of 64 here."""
+    model = two_stages(first_finds_tumour=False)
+    counted = CountedCubes(model.network)
+    labels_of(replace(model, network=counted), rim_case)
+    box = preprocess_case(rim_case, model.config.preprocess).geometry.box
+    patch, step = model.config.train.patch_size, int(model.config.train.patch_size * (1 - OVERLAP))
+    per_axis = [int(np.ceil((hi - lo - patch) / step)) + 1 for lo, hi in box]
+    assert OVERLAP == 0.25 and counted.cubes == int(np.prod(per_axis)) == 64
 
 
 def test_a_trained_two_stage_model_is_one_run_folder_predicting_on_the_input_grid(two_stage_run, trained_run, synthetic_dir, tmp_path):
