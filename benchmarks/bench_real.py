@@ -49,7 +49,7 @@ from gliomaseg.data.synthetic import write_synthetic_dataset
 from gliomaseg.evaluation.protocol import OFFICIAL
 from gliomaseg.inference.predictor import load_model, predict
 from gliomaseg.io.cases import find_case_folders, load_case, read_case_folder
-from gliomaseg.labels import REGIONS
+from gliomaseg.labels import LABELS, REGIONS
 from gliomaseg.postprocessing.rules import PostprocessRules, save_rules
 from gliomaseg.postprocessing.tuning import GRID, ValidationCase, load_validation_cases, starting_rules, tune_rules
 from gliomaseg.preprocessing.cache import cache_config, read_cached_case
@@ -120,6 +120,7 @@ SETUPS: dict[str, Setup] = {
     "cascade64": Setup(("--cascade",), stage_one="preset64b"),
     "cascade64mean": Setup(synthetic=0, reuses="cascade64", fusion="mean"),
     "cascade64long": Setup(("--cascade", "--fusion", "mean", "--epochs", "80"), stage_one="preset64b"),
+    "cascadecarved64": Setup(("--cascade", "--fusion", "mean"), carved=1, stage_one="preset64b"),
 }
 """Setup name -> how it differs from ``train --preset cpu --val-fraction 0`` (the preset: 64^3, 40 epochs of
 32 steps of batch 2, AdamW 1e-3 cosine, multisite augmentation, label targets) plus the shipped
@@ -141,7 +142,9 @@ predicts with preset64b's runs, averaging over the 8 axis flips of each case (te
 ``carvedtwo64`` is stagetwo64mean over carvedsyn64's run of the fold instead (a second stage does not depend on the
 first one's weights: it is trained on cubes of the ground truth's surroundings); ``cascade64`` is stagetwo64 with
 the first stage's probabilities as extra inputs (``train --cascade``, nnU-Net's cascade), ``cascade64mean`` its
-runs with the two stages averaged; ``cascade64long`` trains that second stage twice as long (80 epochs, 2,560 steps)."""
+runs with the two stages averaged; ``cascade64long`` trains that second stage twice as long (80 epochs, 2,560 steps);
+``cascadecarved64`` trains it (cascade64mean's second stage) with a cavity carved into each of the fold's training
+cases as well, over preset64b's first stages, which learned the cavity from synthetic heads only."""
 
 INCOMPLETE_INPUTS: dict[str, tuple[str, ...]] = {
     "no-t1n": ("t1n",), "no-t1c": ("t1c",), "no-t2w": ("t2w",), "no-t2f": ("t2f",), "t1c+t2f": ("t1n", "t2w"),
@@ -295,16 +298,37 @@ def interval(values: list[float], seed: int = 0) -> dict[str, float]:
             "high": round(float(np.percentile(means, 97.5)), 4)}
 
 
-def _case_scores(cases: list[ValidationCase], rules: PostprocessRules) -> tuple[dict[str, dict], dict[str, float]]:
+CORE_LABELS = {LABELS[label]: label for label in REGIONS["TC"]}
+"""The tumour core's labels, whose voxels :func:`core_voxels_predicted` follows into the prediction."""
+
+
+def core_voxels_predicted(prediction: np.ndarray, truth: np.ndarray) -> dict[str, list[int]]:
+    """For each core label of the ground truth, how many of its voxels the prediction labels 0, 1, 2, 3, 4: where
+    lesion-wise TC and NETC are lost beyond false lesions (core read as oedema, or missed)."""
+    return {name: np.bincount(prediction[truth == label], minlength=len(LABELS)).tolist() for name, label in CORE_LABELS.items()}
+
+
+def _case_scores(cases: list[ValidationCase], rules: PostprocessRules) -> tuple[dict[str, dict], dict[str, dict]]:
     """Per case and region, [lesion-wise Dice, lesion-wise HD95] after ``rules``; and per case the volume (mL) of
-    predicted resection cavity, every one of which is false on these pre-operative cases."""
-    scores, cavities = {}, {}
+    predicted resection cavity, every one of which is false on these pre-operative cases, and the labels given to
+    the ground truth's core voxels (:func:`core_voxels_predicted`)."""
+    scores, found = {}, {}
     for case in cases:
         prediction = rules.apply(case.prediction)
         rows = OFFICIAL.objective_scores(prediction, case.truth, case.spacing)
         scores[case.case_id] = {region: [round(rows[region][0], 4), round(rows[region][1], 2)] for region in REGIONS}
-        cavities[case.case_id] = round(label_volumes_ml(prediction, case.spacing)["RC"], 2)
-    return scores, cavities
+        found[case.case_id] = {"cavity_ml": round(label_volumes_ml(prediction, case.spacing)["RC"], 2),
+                               "core_voxels": core_voxels_predicted(prediction, case.truth)}
+    return scores, found
+
+
+def core_shares(per_case: dict[str, dict]) -> dict[str, list[float]] | None:
+    """Pooled over the cases (nested rules): the share of each core label's ground-truth voxels predicted 0..4;
+    None for a summary made before it was recorded."""
+    if not all("core_voxels" in entry for entry in per_case.values()):
+        return None
+    totals = {name: np.sum([entry["core_voxels"][name] for entry in per_case.values()], axis=0) for name in CORE_LABELS}
+    return {name: [round(float(v), 4) for v in counts / max(counts.sum(), 1)] for name, counts in totals.items()}
 
 
 def false_cavities(per_case: dict[str, dict], kind: str) -> dict:
@@ -400,10 +424,12 @@ def summarise_setup(setup: str, work: Path, folds: int) -> dict | None:
     for k, fold_dir in enumerate(fold_dirs):
         rules = nested_rules(work, setup, k, folds)
         nested.append(rules.to_dict())
-        (raw, raw_cavity), (tuned, tuned_cavity) = _case_scores(cases[k], PostprocessRules()), _case_scores(cases[k], rules)
+        (raw, raw_found), (tuned, tuned_found) = _case_scores(cases[k], PostprocessRules()), _case_scores(cases[k], rules)
         for case in cases[k]:
             per_case[case.case_id] = {"fold": k, "raw": raw[case.case_id], "nested": tuned[case.case_id],
-                                      "cavity_ml": {"raw": raw_cavity[case.case_id], "nested": tuned_cavity[case.case_id]}}
+                                      "cavity_ml": {"raw": raw_found[case.case_id]["cavity_ml"],
+                                                    "nested": tuned_found[case.case_id]["cavity_ml"]},
+                                      "core_voxels": tuned_found[case.case_id]["core_voxels"]}
         for name in inputs:  # the fold's rules, tuned on full inputs: a clinic's incomplete exam gets the same model
             incomplete = load_validation_cases(fold_dir / f"pred_{name}", fold_dir / "held_out")
             for case_id, regions in _case_scores(incomplete, rules)[0].items():
@@ -426,6 +452,7 @@ def summarise_setup(setup: str, work: Path, folds: int) -> dict | None:
         "dice": {"raw": pooled("raw", 0), "nested": pooled("nested", 0)},
         "hd95": {"raw": pooled("raw", 1), "nested": pooled("nested", 1)},
         "false_cavities": {"raw": false_cavities(per_case, "raw"), "nested": false_cavities(per_case, "nested")},
+        "core_shares": core_shares(per_case),
         "inputs": {name: {region: interval([c["inputs"][name][region][0] for c in per_case.values()]) for region in REGIONS}
                    for name in inputs},
         "inputs_change_from_full": {name: {region: _paired(per_case, lambda e, g=region, n=name: e["inputs"][n][g][0],
@@ -488,12 +515,12 @@ def summarise(args: argparse.Namespace) -> None:
     per_case = results[chosen]["per_case"]
     # what each setup moved: per case against the baseline on the same held-out cases, the interval of the paired differences
     baseline = results[args.baseline]["per_case"]
-    paired = {s: {g: _paired(r["per_case"], lambda e, g=g: e["nested"][g][0], lambda c, e, g=g: baseline[c]["nested"][g][0])
-                  for g in TUMOUR_REGIONS} for s, r in results.items() if s != args.baseline}
-    # what the issue's "better on every fold" reads: per fold, the mean over its cases and the tumour regions
-    by_fold = {s: [float(np.mean([e["nested"][g][0] - baseline[c]["nested"][g][0] for c, e in r["per_case"].items()
-                                  if e["fold"] == k for g in TUMOUR_REGIONS])) for k in range(args.folds)]
+    changes = {s: {c: {g: e["nested"][g][0] - baseline[c]["nested"][g][0] for g in TUMOUR_REGIONS} for c, e in r["per_case"].items()}
                for s, r in results.items() if s != args.baseline}
+    paired = {s: {g: interval([change[g] for change in by_case.values()]) for g in TUMOUR_REGIONS} for s, by_case in changes.items()}
+    # what the issue's "better on every fold" reads: per fold, the mean over its cases and the tumour regions
+    by_fold = {s: [float(np.mean([change[g] for c, change in by_case.items() if results[s]["per_case"][c]["fold"] == k
+                                  for g in TUMOUR_REGIONS])) for k in range(args.folds)] for s, by_case in changes.items()}
     untuned = [s for s, r in results.items() if r.get("tuning") != {"min_support": SUPPORT}]
     lines = [
         f"{args.folds}-fold cross-validation by patient (seed {args.seed}) over the {n} real cases: each case is predicted by "
@@ -519,6 +546,12 @@ def summarise(args: argparse.Namespace) -> None:
         "| setup | no post-processing | nested post-processing |", "|---|---|---|",
         *(f"| {s} | " + " | ".join(f"{f['cases']} of {f['of']} ({f['largest_ml']:.1f} mL)" for f in
                                    (r["false_cavities"]["raw"], r["false_cavities"]["nested"])) + " |" for s, r in results.items()), "",
+        "Where the ground truth's core went (nested post-processing, voxels pooled over the cases: the share of each "
+        "core label's voxels predicted as each label):", "",
+        "| setup | " + " | ".join(f"{name} → {label}" for name in CORE_LABELS for label in LABELS.values()) + " |",
+        "|---|" + "---|" * (len(CORE_LABELS) * len(LABELS)),
+        *(f"| {s} | " + " | ".join(f"{share:.3f}" for name in CORE_LABELS for share in r["core_shares"][name]) + " |"
+          for s, r in results.items() if r.get("core_shares")), "",
         f"Per case, {chosen}, nested post-processing (lesion-wise Dice; predicted cavity in mL):", "",
         "| case | fold | " + " | ".join(TUMOUR_REGIONS) + " | cavity |", "|---|---|" + "---|" * (len(TUMOUR_REGIONS) + 1),
         *(f"| {c} | {e['fold']} | " + " | ".join(f"{e['nested'][r][0]:.3f}" for r in TUMOUR_REGIONS) + f" | {e['cavity_ml']['nested']:.1f} |"
@@ -531,12 +564,14 @@ def summarise(args: argparse.Namespace) -> None:
                                         "paired_by_fold": by_fold, "overlays": overlays}, lines)
 
 
-def _fold_screen(fold_dir: Path, fold: int) -> tuple[dict[str, dict], dict[str, dict]]:
-    """One done fold's raw held-out scores per case (with every incomplete input predicted), and RC on its carved cases."""
+def _fold_screen(fold_dir: Path, fold: int, rules: PostprocessRules) -> tuple[dict[str, dict], dict[str, dict]]:
+    """One done fold's held-out scores per case, raw and after ``rules`` (the baseline's nested rules of the fold),
+    with every incomplete input predicted; and RC on its carved cases."""
     per_case: dict[str, dict] = {}
-    scores, cavities = _case_scores(load_validation_cases(fold_dir / "pred", fold_dir / "held_out"), PostprocessRules())
+    cases = load_validation_cases(fold_dir / "pred", fold_dir / "held_out")
+    (scores, found), (cleaned, _) = _case_scores(cases, PostprocessRules()), _case_scores(cases, rules)
     for case_id, regions in scores.items():
-        per_case[case_id] = {"fold": fold, "raw": regions, "cavity_ml": cavities[case_id]}
+        per_case[case_id] = {"fold": fold, "raw": regions, "baseline_rules": cleaned[case_id], "cavity_ml": found[case_id]["cavity_ml"]}
     for name in INCOMPLETE_INPUTS:
         if (fold_dir / f"pred_{name}").is_dir():
             incomplete, _ = _case_scores(load_validation_cases(fold_dir / f"pred_{name}", fold_dir / "held_out"), PostprocessRules())
@@ -554,15 +589,19 @@ def _paired(per_case: dict[str, dict], score: Callable[[dict], float], reference
     return interval([score(entry) - reference(case_id, entry) for case_id, entry in per_case.items()])
 
 
-def screen_setup(setup: str, work: Path, folds: int, baseline: dict[str, dict]) -> dict | None:
-    """A setup's raw held-out scores on the folds done so far, per case against ``baseline``'s (the same cases' raw
-    scores in results/real_cv.json); with carved held-out cases, their RC; with incomplete inputs, each one's scores
-    and its paired change from the full input. None before any fold is done."""
+def screen_setup(setup: str, work: Path, folds: int, baseline_name: str, baseline: dict) -> dict | None:
+    """A setup's held-out scores on the folds done so far, per case against ``baseline``'s (its entry in
+    results/real_cv.json): raw against raw, and with the baseline's nested rules of each fold on both (the same
+    post-processing for the two, so a screen of some folds sees the setup as it would be cleaned); with carved
+    held-out cases, their RC; with incomplete inputs, each one's scores and its paired change from the full input.
+    None before any fold is done."""
     done = [k for k in range(folds) if (work / setup / f"fold{k}" / "done.json").exists()]
     per_case: dict[str, dict] = {}
     carved: dict[str, dict] = {}
+    reference = baseline["per_case"]
     for k in done:
-        fold_cases, fold_carved = _fold_screen(work / setup / f"fold{k}", k)
+        fold_rules = PostprocessRules.from_dict(baseline["nested_rules"][k])
+        fold_cases, fold_carved = _fold_screen(work / setup / f"fold{k}", k, fold_rules)
         per_case.update(fold_cases)
         carved.update(fold_carved)
     if not per_case:
@@ -574,13 +613,16 @@ def screen_setup(setup: str, work: Path, folds: int, baseline: dict[str, dict]) 
             inputs[name] = {"cases": len(scored), "dice": {g: interval([e["inputs"][name][g][0] for e in scored.values()]) for g in REGIONS},
                             "change_from_full": {g: _paired(scored, lambda e, g=g, n=name: e["inputs"][n][g][0],
                                                             lambda c, e, g=g: e["raw"][g][0]) for g in REGIONS}}
-    return {"setup": SETUPS[setup].describe(), "folds_done": sorted({e["fold"] for e in per_case.values()}), "cases": len(per_case),
+    return {"setup": SETUPS[setup].describe(), "baseline": baseline_name, "folds_done": sorted({e["fold"] for e in per_case.values()}),
+            "cases": len(per_case),
             "dice_raw": {g: interval([e["raw"][g][0] for e in per_case.values()]) for g in REGIONS},
-            "paired_gain_raw": {g: _paired(per_case, lambda e, g=g: e["raw"][g][0], lambda c, e, g=g: baseline[c]["raw"][g][0])
+            "paired_gain_raw": {g: _paired(per_case, lambda e, g=g: e["raw"][g][0], lambda c, e, g=g: reference[c]["raw"][g][0])
                                 for g in REGIONS},
+            "paired_gain_baseline_rules": {g: _paired(per_case, lambda e, g=g: e["baseline_rules"][g][0],
+                                                      lambda c, e, g=g: reference[c]["nested"][g][0]) for g in REGIONS},
             "false_cavities_raw": {"cases": sum(e["cavity_ml"] > 0 for e in per_case.values()), "of": len(per_case),
                                    "largest_ml": max(e["cavity_ml"] for e in per_case.values())},
-            "baseline_false_cavities_raw": sum(baseline[c]["cavity_ml"]["raw"] > 0 for c in per_case),
+            "baseline_false_cavities_raw": sum(reference[c]["cavity_ml"]["raw"] > 0 for c in per_case),
             "carved_rc_dice": interval([e["rc"] for e in carved.values()]) if carved else None, "carved_rc_per_case": carved,
             "inputs": inputs, "per_case": per_case}
 
@@ -590,28 +632,40 @@ def _gain_cell(stat: dict[str, float]) -> str:
 
 
 def screen(args: argparse.Namespace) -> None:
-    baseline = json.loads((RESULTS / "real_cv.json").read_text())["setups"][args.baseline]["per_case"]
+    baseline = json.loads((RESULTS / "real_cv.json").read_text())["setups"][args.baseline]
     path = RESULTS / "real_screen.json"
-    # a setup screened before fold archives existed (its runs gone) keeps its entry
-    results = json.loads(path.read_text())["setups"] if path.exists() else {}
+    earlier = json.loads(path.read_text()) if path.exists() else {"setups": {}}
+    # a setup screened before fold archives existed (its runs gone) keeps its entry, and entries from before each
+    # named its own baseline were all against the file's
+    results = {name: {"baseline": earlier.get("baseline"), **r} for name, r in earlier["setups"].items()}
     # the baseline itself, when run again, is screened against its own archived scores: run-to-run noise
-    results.update({setup: r for setup in args.setups if (r := screen_setup(setup, args.work, args.folds, baseline)) is not None})
+    results.update({setup: r for setup in args.setups
+                    if (r := screen_setup(setup, args.work, args.folds, args.baseline, baseline)) is not None})
     if not results:
         sys.exit(f"bench_real: no fold of {', '.join(args.setups)} is done in {args.work}")
-    lines = [f"Screens against {args.baseline} on the same patient-wise folds (seed {args.seed}): raw held-out predictions (no "
-             "post-processing), official 2024 lesion-wise Dice; per region the mean per-case difference from "
-             f"{args.baseline} (results/real_cv.json) with a 95 % paired bootstrap interval over cases. A screen covers only "
-             "the folds done so far: a candidate ships on all folds. A row for "
-             f"{args.baseline} itself is a second run of the same setup on the same folds: the run-to-run noise.", "",
-             "| setup | folds | cases | " + " | ".join(TUMOUR_REGIONS) + " | false cavities (baseline) | RC Dice, held-out carved |",
-             "|---|---|---|" + "---|" * len(TUMOUR_REGIONS) + "---|---|"]
+    lines = ["Screens against a baseline on the same patient-wise folds (seed "
+             f"{args.seed}): official 2024 lesion-wise Dice; per region the mean per-case difference from the baseline "
+             "(its held-out scores in results/real_cv.json) with a 95 % paired bootstrap interval over cases. A screen "
+             "covers only the folds done so far: a candidate ships on all folds. A setup screened against itself is a "
+             "second run of it on the same folds: the run-to-run noise.", "",
+             "Raw held-out predictions (no post-processing):", "",
+             "| setup | against | folds | cases | " + " | ".join(TUMOUR_REGIONS) + " | false cavities (baseline) | RC Dice, held-out carved |",
+             "|---|---|---|---|" + "---|" * len(TUMOUR_REGIONS) + "---|---|"]
     for name, r in results.items():
         cavities = r["false_cavities_raw"]
         rc = _cell(r["carved_rc_dice"], 3) if r["carved_rc_dice"] else "-"
-        lines.append(f"| {name} | {','.join(map(str, r['folds_done']))} | {r['cases']} | "
+        lines.append(f"| {name} | {r['baseline']} | {','.join(map(str, r['folds_done']))} | {r['cases']} | "
                      + " | ".join(_gain_cell(r["paired_gain_raw"][g]) for g in TUMOUR_REGIONS)
                      + f" | {cavities['cases']} of {cavities['of']}, largest {cavities['largest_ml']:.1f} mL "
                        f"({r['baseline_false_cavities_raw']}) | {rc} |")
+    cleaned = {name: r for name, r in results.items() if "paired_gain_baseline_rules" in r}
+    if cleaned:
+        lines += ["", "Both post-processed with the baseline's nested rules of each fold (the same rules for the two):", "",
+                  "| setup | against | folds | cases | " + " | ".join(TUMOUR_REGIONS) + " |",
+                  "|---|---|---|---|" + "---|" * len(TUMOUR_REGIONS)]
+        lines += [f"| {name} | {r['baseline']} | {','.join(map(str, r['folds_done']))} | {r['cases']} | "
+                  + " | ".join(_gain_cell(r["paired_gain_baseline_rules"][g]) for g in TUMOUR_REGIONS) + " |"
+                  for name, r in cleaned.items()]
     for name, r in results.items():
         if r.get("inputs"):
             lines += ["", f"{name}, the held-out cases with sequences removed (the files deleted, `predict` zero-fills them): "
@@ -622,7 +676,7 @@ def screen(args: argparse.Namespace) -> None:
                 lines.append(f"| {input_name} | {stats['cases']} | " + " | ".join(
                     f"{stats['dice'][g]['mean']:.3f} ({_gain_cell(stats['change_from_full'][g])})" for g in TUMOUR_REGIONS) + " |")
     headline = {name: {g: r["paired_gain_raw"][g]["mean"] for g in TUMOUR_REGIONS} for name, r in results.items()}
-    write_results("real_screen", headline, {"baseline": args.baseline, "setups": results}, lines)
+    write_results("real_screen", headline, {"setups": results}, lines)
 
 
 def main() -> None:

@@ -27,9 +27,10 @@ BENCHMARKS = {
     "carved": ("Resection cavities carved into real anatomy", "`benchmarks/bench_carved.py`: the packaged model on cavities "
                "carved (`gliomaseg synth --from`) into the bundled real cases, which it never trained on, and on their "
                "pre-operative hosts."),
-    "real_screen": ("Real tumours: candidates screened against the shipped setup", "`benchmarks/bench_real.py screen`: the folds "
-                    "of a candidate done so far, per case against preset64 on the same folds (raw predictions), with paired "
-                    "bootstrap intervals; a screen decides what to drop early, not what ships."),
+    "real_screen": ("Real tumours: candidates screened against a baseline", "`benchmarks/bench_real.py screen`: the folds "
+                    "of a candidate done so far, per case against a cross-validated setup on the same folds (raw predictions, "
+                    "and both cleaned by the baseline's rules of each fold), with paired bootstrap intervals; a screen decides "
+                    "what to drop early, not what ships."),
     "predict": ("Prediction speed", "`benchmarks/bench_predict.py`: one 240x240x155 case, load to label map on disk, 2 CPU cores."),
     "journey": ("One raw exam, start to finish", "`benchmarks/bench_journey.py`: prepare, predict with the packaged model, score."),
     "backends": ("Inference engines", "`benchmarks/bench_backends.py`: the packaged model's forward pass in torch and ONNX Runtime."),
