@@ -186,9 +186,14 @@ def _record_seconds(fold_dir: Path, step: str, seconds: float, cpu: str | None =
     path.write_text(json.dumps(timing, indent=2) + "\n")
 
 
+def training_cpus(timing: dict) -> str:
+    """The CPUs one fold's training ran on (its timing.json), or "not recorded" for a fold from before it was."""
+    return timing.get("cpu", {}).get("train_s", "not recorded")
+
+
 def trained_on(timing: list[dict]) -> str:
-    """The CPUs a setup's folds trained on (from their timing.json), or "not recorded" for folds from before it was."""
-    return " + ".join(sorted({cpu for t in timing for cpu in t.get("cpu", {}).get("train_s", "not recorded").split(" + ")}))
+    """The CPUs a setup's folds trained on (from their timing.json)."""
+    return " + ".join(sorted({cpu for t in timing for cpu in training_cpus(t).split(" + ")}))
 
 
 def folds_of(data: Path, folds: int, seed: int) -> list[dict[str, list[str]]]:
@@ -281,7 +286,7 @@ def _reused_run(fold_dir: Path, spec: Setup) -> Path:
         raise SystemExit(f"{fold_dir}: needs {spec.reuses}'s trained run of the fold on this machine ({reused})")
     if not (fold_dir / "timing.json").exists():
         timing = json.loads((reused / "timing.json").read_text())
-        _record_seconds(fold_dir, "train_s", timing["train_s"], timing.get("cpu", {}).get("train_s", "not recorded"))
+        _record_seconds(fold_dir, "train_s", timing["train_s"], training_cpus(timing))
     return reused / "run"
 
 
@@ -634,10 +639,8 @@ def _gain_cell(stat: dict[str, float]) -> str:
 def screen(args: argparse.Namespace) -> None:
     baseline = json.loads((RESULTS / "real_cv.json").read_text())["setups"][args.baseline]
     path = RESULTS / "real_screen.json"
-    earlier = json.loads(path.read_text()) if path.exists() else {"setups": {}}
-    # a setup screened before fold archives existed (its runs gone) keeps its entry, and entries from before each
-    # named its own baseline were all against the file's
-    results = {name: {"baseline": earlier.get("baseline"), **r} for name, r in earlier["setups"].items()}
+    # a setup screened before fold archives existed (its runs gone) keeps its entry
+    results = json.loads(path.read_text())["setups"] if path.exists() else {}
     # the baseline itself, when run again, is screened against its own archived scores: run-to-run noise
     results.update({setup: r for setup in args.setups
                     if (r := screen_setup(setup, args.work, args.folds, args.baseline, baseline)) is not None})

@@ -36,8 +36,8 @@ GATE_MM = 8.0
 """Stage two's labels are taken up to this far from stage one's tumour; stage one's beyond."""
 OVERLAP = 0.25
 """Share of a cube's side that stage two's neighbouring sliding-window cubes share. Against 0.5 (nnU-Net's), the
-28 cross-validation cases moved by TC -0.0004 and under 0.0002 elsewhere, and stage two ran ~1.4x faster on the
-largest tumour (docs/benchmark-notes.md)."""
+28 cross-validation cases moved by TC -0.0004 and under 0.0002 elsewhere, and the largest bundled tumour
+predicted 0.4-1.5 s faster (docs/benchmark-notes.md)."""
 
 
 def _window(found: np.ndarray, brain: Box, spacing: np.ndarray) -> Box:
