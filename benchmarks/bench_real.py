@@ -63,6 +63,10 @@ SHIPPED_SYNTHETIC = 14
 every setup trains with them by default, so the cross-validation measures a setup as it would ship."""
 
 
+FUSION_WORDS = {"cavity": "the two stages averaged, stage two's cavity standing in its window where stage one saw no tumour"}
+"""How a setup's description names a fusion that is not "the two stages fused by their <fusion>"."""
+
+
 @dataclass(frozen=True)
 class Setup:
     """One way of training: options added to ``train --preset cpu --val-fraction 0``, and how many
@@ -92,7 +96,7 @@ class Setup:
         if self.reuses:
             parts = [f"{self.reuses}'s runs"]
             parts += [f"with {self.first}'s run of the fold as the first stage"] if self.first else []
-            parts += [f"the two stages fused by their {self.fusion}"] if self.fusion else []
+            parts += [FUSION_WORDS.get(self.fusion, f"the two stages fused by their {self.fusion}")] if self.fusion else []
         parts += ["predicted with the 8 axis flips"] if self.tta else []
         return ", ".join(parts) if self.reuses else " ".join(parts)
 
@@ -121,6 +125,7 @@ SETUPS: dict[str, Setup] = {
     "cascade64mean": Setup(synthetic=0, reuses="cascade64", fusion="mean"),
     "cascade64long": Setup(("--cascade", "--fusion", "mean", "--epochs", "80"), stage_one="preset64b"),
     "cascadecarved64": Setup(("--cascade", "--fusion", "mean"), carved=1, stage_one="preset64b"),
+    "cascadecarved64cavity": Setup(synthetic=0, carved=1, reuses="cascadecarved64", fusion="cavity"),
 }
 """Setup name -> how it differs from ``train --preset cpu --val-fraction 0`` (the preset: 64^3, 40 epochs of
 32 steps of batch 2, AdamW 1e-3 cosine, multisite augmentation, label targets) plus the shipped
@@ -144,7 +149,9 @@ first one's weights: it is trained on cubes of the ground truth's surroundings);
 the first stage's probabilities as extra inputs (``train --cascade``, nnU-Net's cascade), ``cascade64mean`` its
 runs with the two stages averaged; ``cascade64long`` trains that second stage twice as long (80 epochs, 2,560 steps);
 ``cascadecarved64`` trains it (cascade64mean's second stage) with a cavity carved into each of the fold's training
-cases as well, over preset64b's first stages, which learned the cavity from synthetic heads only."""
+cases as well, over preset64b's first stages, which learned the cavity from synthetic heads only;
+``cascadecarved64cavity`` predicts with its runs, letting the second stage's cavity stand in its window wherever
+the first stage saw no tumour (``--fusion cavity``), where the first, blind to carved cavities, had gated and halved it."""
 
 INCOMPLETE_INPUTS: dict[str, tuple[str, ...]] = {
     "no-t1n": ("t1n",), "no-t1c": ("t1c",), "no-t2w": ("t2w",), "no-t2f": ("t2f",), "t1c+t2f": ("t1n", "t2w"),
@@ -336,11 +343,15 @@ def core_shares(per_case: dict[str, dict]) -> dict[str, list[float]] | None:
     return {name: [round(float(v), 4) for v in counts / max(counts.sum(), 1)] for name, counts in totals.items()}
 
 
+def cavity_count(volumes: list[float]) -> dict:
+    """How many of these pre-operative cases' predicted cavity volumes (mL) are not 0, and the largest."""
+    return {"cases": sum(v > 0 for v in volumes), "of": len(volumes), "largest_ml": max(volumes)}
+
+
 def false_cavities(per_case: dict[str, dict], kind: str) -> dict:
     """How many pre-operative cases got a resection cavity (``kind``: raw or nested), and the largest one: the
     synthetic cavities the model learned RC from can leak onto real necrosis."""
-    volumes = [entry["cavity_ml"][kind] for entry in per_case.values()]
-    return {"cases": sum(v > 0 for v in volumes), "of": len(volumes), "largest_ml": max(volumes)}
+    return cavity_count([entry["cavity_ml"][kind] for entry in per_case.values()])
 
 
 def box_fraction(run_dir: Path) -> float:
@@ -424,8 +435,10 @@ def summarise_setup(setup: str, work: Path, folds: int) -> dict | None:
     cases = [load_validation_cases(d / "pred", d / "held_out") for d in fold_dirs]
     start = starting_rules_of_fold(fold_dirs[0])
     per_case: dict[str, dict] = {}
+    carved: dict[str, dict] = {}
     nested = []
     inputs = [name for name in INCOMPLETE_INPUTS if all((d / f"pred_{name}").is_dir() for d in fold_dirs)]
+    with_carved = all((d / "pred_carved").is_dir() for d in fold_dirs)
     for k, fold_dir in enumerate(fold_dirs):
         rules = nested_rules(work, setup, k, folds)
         nested.append(rules.to_dict())
@@ -435,6 +448,10 @@ def summarise_setup(setup: str, work: Path, folds: int) -> dict | None:
                                       "cavity_ml": {"raw": raw_found[case.case_id]["cavity_ml"],
                                                     "nested": tuned_found[case.case_id]["cavity_ml"]},
                                       "core_voxels": tuned_found[case.case_id]["core_voxels"]}
+        if with_carved:  # the fold's rules too: tuned on pre-operative cases, they must not erase a real cavity
+            carved_cases = load_validation_cases(fold_dir / "pred_carved", fold_dir / "held_out_carved")
+            (carved_raw, _), (carved_tuned, _) = _case_scores(carved_cases, PostprocessRules()), _case_scores(carved_cases, rules)
+            carved.update({c: {"fold": k, "raw": carved_raw[c]["RC"][0], "nested": carved_tuned[c]["RC"][0]} for c in carved_raw})
         for name in inputs:  # the fold's rules, tuned on full inputs: a clinic's incomplete exam gets the same model
             incomplete = load_validation_cases(fold_dir / f"pred_{name}", fold_dir / "held_out")
             for case_id, regions in _case_scores(incomplete, rules)[0].items():
@@ -457,6 +474,8 @@ def summarise_setup(setup: str, work: Path, folds: int) -> dict | None:
         "dice": {"raw": pooled("raw", 0), "nested": pooled("nested", 0)},
         "hd95": {"raw": pooled("raw", 1), "nested": pooled("nested", 1)},
         "false_cavities": {"raw": false_cavities(per_case, "raw"), "nested": false_cavities(per_case, "nested")},
+        **({"carved_rc_dice": {kind: interval([e[kind] for e in carved.values()]) for kind in ("raw", "nested")},
+            "carved_rc_per_case": carved} if carved else {}),
         "core_shares": core_shares(per_case),
         "inputs": {name: {region: interval([c["inputs"][name][region][0] for c in per_case.values()]) for region in REGIONS}
                    for name in inputs},
@@ -547,10 +566,14 @@ def summarise(args: argparse.Namespace) -> None:
           + " |" for s, p in paired.items()), "",
         "Lesion-wise Dice, no post-processing:", "", header, rule, *rows("dice", "raw", 3), "",
         "Lesion-wise HD95 (mm), nested post-processing:", "", header, rule, *rows("hd95", "nested", 1), "",
-        "False resection cavities (pre-operative cases given a cavity; the largest):", "",
-        "| setup | no post-processing | nested post-processing |", "|---|---|---|",
+        "False resection cavities (pre-operative cases given a cavity; the largest), and for a setup trained with carved "
+        "cases, RC lesion-wise Dice on a cavity carved into each held-out case (anatomy its run never saw):", "",
+        "| setup | no post-processing | nested post-processing | carved RC, no post-processing | carved RC, nested |",
+        "|---|---|---|---|---|",
         *(f"| {s} | " + " | ".join(f"{f['cases']} of {f['of']} ({f['largest_ml']:.1f} mL)" for f in
-                                   (r["false_cavities"]["raw"], r["false_cavities"]["nested"])) + " |" for s, r in results.items()), "",
+                                   (r["false_cavities"]["raw"], r["false_cavities"]["nested"])) + " | "
+          + (" | ".join(_cell(r["carved_rc_dice"][kind], 3) for kind in ("raw", "nested")) if "carved_rc_dice" in r else "- | -")
+          + " |" for s, r in results.items()), "",
         "Where the ground truth's core went (nested post-processing, voxels pooled over the cases: the share of each "
         "core label's voxels predicted as each label):", "",
         "| setup | " + " | ".join(f"{name} → {label}" for name in CORE_LABELS for label in LABELS.values()) + " |",
@@ -574,9 +597,10 @@ def _fold_screen(fold_dir: Path, fold: int, rules: PostprocessRules) -> tuple[di
     with every incomplete input predicted; and RC on its carved cases."""
     per_case: dict[str, dict] = {}
     cases = load_validation_cases(fold_dir / "pred", fold_dir / "held_out")
-    (scores, found), (cleaned, _) = _case_scores(cases, PostprocessRules()), _case_scores(cases, rules)
+    (scores, found), (cleaned, cleaned_found) = _case_scores(cases, PostprocessRules()), _case_scores(cases, rules)
     for case_id, regions in scores.items():
-        per_case[case_id] = {"fold": fold, "raw": regions, "baseline_rules": cleaned[case_id], "cavity_ml": found[case_id]["cavity_ml"]}
+        per_case[case_id] = {"fold": fold, "raw": regions, "baseline_rules": cleaned[case_id], "cavity_ml": found[case_id]["cavity_ml"],
+                             "cavity_ml_baseline_rules": cleaned_found[case_id]["cavity_ml"]}
     for name in INCOMPLETE_INPUTS:
         if (fold_dir / f"pred_{name}").is_dir():
             incomplete, _ = _case_scores(load_validation_cases(fold_dir / f"pred_{name}", fold_dir / "held_out"), PostprocessRules())
@@ -584,8 +608,10 @@ def _fold_screen(fold_dir: Path, fold: int, rules: PostprocessRules) -> tuple[di
                 per_case[case_id].setdefault("inputs", {})[name] = regions
     carved: dict[str, dict] = {}
     if (fold_dir / "pred_carved").is_dir():
-        carved_scores, _ = _case_scores(load_validation_cases(fold_dir / "pred_carved", fold_dir / "held_out_carved"), PostprocessRules())
-        carved = {case_id: {"fold": fold, "rc": regions["RC"][0]} for case_id, regions in carved_scores.items()}
+        carved_cases = load_validation_cases(fold_dir / "pred_carved", fold_dir / "held_out_carved")
+        (carved_scores, _), (carved_cleaned, _) = _case_scores(carved_cases, PostprocessRules()), _case_scores(carved_cases, rules)
+        carved = {case_id: {"fold": fold, "rc": regions["RC"][0], "rc_baseline_rules": carved_cleaned[case_id]["RC"][0]}
+                  for case_id, regions in carved_scores.items()}
     return per_case, carved
 
 
@@ -625,15 +651,28 @@ def screen_setup(setup: str, work: Path, folds: int, baseline_name: str, baselin
                                 for g in REGIONS},
             "paired_gain_baseline_rules": {g: _paired(per_case, lambda e, g=g: e["baseline_rules"][g][0],
                                                       lambda c, e, g=g: reference[c]["nested"][g][0]) for g in REGIONS},
-            "false_cavities_raw": {"cases": sum(e["cavity_ml"] > 0 for e in per_case.values()), "of": len(per_case),
-                                   "largest_ml": max(e["cavity_ml"] for e in per_case.values())},
+            "false_cavities_raw": cavity_count([e["cavity_ml"] for e in per_case.values()]),
             "baseline_false_cavities_raw": sum(reference[c]["cavity_ml"]["raw"] > 0 for c in per_case),
-            "carved_rc_dice": interval([e["rc"] for e in carved.values()]) if carved else None, "carved_rc_per_case": carved,
+            "false_cavities_baseline_rules": cavity_count([e["cavity_ml_baseline_rules"] for e in per_case.values()]),
+            "baseline_false_cavities_nested": sum(reference[c]["cavity_ml"]["nested"] > 0 for c in per_case),
+            "carved_rc_dice": interval([e["rc"] for e in carved.values()]) if carved else None,
+            "carved_rc_dice_baseline_rules": interval([e["rc_baseline_rules"] for e in carved.values()]) if carved else None,
+            "carved_rc_per_case": carved,
             "inputs": inputs, "per_case": per_case}
 
 
 def _gain_cell(stat: dict[str, float]) -> str:
     return f"{stat['mean']:+.3f} [{stat['low']:+.3f}, {stat['high']:+.3f}]"
+
+
+def _screen_row(name: str, r: dict, kind: str, baseline_cavities: str, carved_rc: str) -> str:
+    """One setup's line of a screen table: paired gains, false cavities and carved RC, raw or after the baseline's rules."""
+    cavities = r.get(f"false_cavities_{kind}")
+    counted = (f"{cavities['cases']} of {cavities['of']}, largest {cavities['largest_ml']:.1f} mL ({r[baseline_cavities]})"
+               if cavities else "-")
+    rc = _cell(r[carved_rc], 3) if r.get(carved_rc) else "-"
+    return (f"| {name} | {r['baseline']} | {','.join(map(str, r['folds_done']))} | {r['cases']} | "
+            + " | ".join(_gain_cell(r[f"paired_gain_{kind}"][g]) for g in TUMOUR_REGIONS) + f" | {counted} | {rc} |")
 
 
 def screen(args: argparse.Namespace) -> None:
@@ -654,20 +693,14 @@ def screen(args: argparse.Namespace) -> None:
              "Raw held-out predictions (no post-processing):", "",
              "| setup | against | folds | cases | " + " | ".join(TUMOUR_REGIONS) + " | false cavities (baseline) | RC Dice, held-out carved |",
              "|---|---|---|---|" + "---|" * len(TUMOUR_REGIONS) + "---|---|"]
-    for name, r in results.items():
-        cavities = r["false_cavities_raw"]
-        rc = _cell(r["carved_rc_dice"], 3) if r["carved_rc_dice"] else "-"
-        lines.append(f"| {name} | {r['baseline']} | {','.join(map(str, r['folds_done']))} | {r['cases']} | "
-                     + " | ".join(_gain_cell(r["paired_gain_raw"][g]) for g in TUMOUR_REGIONS)
-                     + f" | {cavities['cases']} of {cavities['of']}, largest {cavities['largest_ml']:.1f} mL "
-                       f"({r['baseline_false_cavities_raw']}) | {rc} |")
+    lines += [_screen_row(name, r, "raw", "baseline_false_cavities_raw", "carved_rc_dice") for name, r in results.items()]
     cleaned = {name: r for name, r in results.items() if "paired_gain_baseline_rules" in r}
     if cleaned:
-        lines += ["", "Both post-processed with the baseline's nested rules of each fold (the same rules for the two):", "",
-                  "| setup | against | folds | cases | " + " | ".join(TUMOUR_REGIONS) + " |",
-                  "|---|---|---|---|" + "---|" * len(TUMOUR_REGIONS)]
-        lines += [f"| {name} | {r['baseline']} | {','.join(map(str, r['folds_done']))} | {r['cases']} | "
-                  + " | ".join(_gain_cell(r["paired_gain_baseline_rules"][g]) for g in TUMOUR_REGIONS) + " |"
+        lines += ["", "Both post-processed with the baseline's nested rules of each fold (the same rules for the two; "
+                      "cavities and RC of a screen from before they were counted so: -):", "",
+                  "| setup | against | folds | cases | " + " | ".join(TUMOUR_REGIONS) + " | false cavities (baseline) | RC Dice, held-out carved |",
+                  "|---|---|---|---|" + "---|" * len(TUMOUR_REGIONS) + "---|---|"]
+        lines += [_screen_row(name, r, "baseline_rules", "baseline_false_cavities_nested", "carved_rc_dice_baseline_rules")
                   for name, r in cleaned.items()]
     for name, r in results.items():
         if r.get("inputs"):

@@ -26,7 +26,7 @@ from datetime import date
 from pathlib import Path
 
 import torch
-from bench_real import (DEFAULT_DATA, INCOMPLETE_INPUTS, SETUPS, SYNTHETIC_SEED, TUMOUR_REGIONS, draw_worst, interval,
+from bench_real import (DEFAULT_DATA, INCOMPLETE_INPUTS, SETUPS, SYNTHETIC_SEED, TUMOUR_REGIONS, Setup, draw_worst, interval,
                         synthetic_cases)
 from common import RESULTS, machine
 
@@ -34,6 +34,7 @@ from gliomaseg import __version__
 from gliomaseg.data.synthetic import write_synthetic_dataset
 from gliomaseg.evaluation.evaluate import evaluate, summarise
 from gliomaseg.config import ExperimentConfig
+from gliomaseg.data.carved_cavities import write_carved_cases
 from gliomaseg.inference.predictor import predict
 from gliomaseg.inference.two_stage import GATE_MM, MARGIN_MM, OVERLAP
 from gliomaseg.io.atomic import write_text_atomic
@@ -55,8 +56,9 @@ def _link_all(source: Path, target: Path) -> None:
             (target / folder.name).symlink_to(folder.resolve(), target_is_directory=True)
 
 
-def train_model(data: Path, work: Path, options: tuple[str, ...], synthetic: int) -> tuple[RunFolder, list[str], float, dict]:
-    """``gliomaseg train`` on every real case and ``synthetic`` synthetic ones; the run, the command (its folders
+def train_model(data: Path, work: Path, options: tuple[str, ...], synthetic: int, carved: int = 0) -> tuple[RunFolder, list[str], float, dict]:
+    """``gliomaseg train`` on every real case, ``synthetic`` synthetic ones and ``carved`` cavities carved into each
+    real case (seeded as the cross-validation carved its training cases); the run, the command (its folders
     written CASES and RUN), the seconds
     its epochs took (summed from metrics.csv, so a build resumed after a kill counts every piece) and where and
     when they ran (``work/trained_on.json``, written only by a call that trained, so a card rebuilt from a finished
@@ -66,6 +68,9 @@ def train_model(data: Path, work: Path, options: tuple[str, ...], synthetic: int
     _link_all(data, cases)
     if synthetic:
         _link_all(synthetic_cases(work, synthetic), cases)
+    if carved:
+        write_carved_cases(data, work / "carved", carved, seed=0)
+        _link_all(work / "carved", cases)
     run = RunFolder(work / "run")
     command = ["gliomaseg", "train", str(cases), "--out", str(run.path), "--preset", "cpu", "--val-fraction", "0", "--seed", "0",
                "--resume", *options]
@@ -78,6 +83,17 @@ def train_model(data: Path, work: Path, options: tuple[str, ...], synthetic: int
     # the card names what was trained on, not where it lay on the training machine
     shown = [{str(cases): "CASES", str(run.path): "RUN"}.get(word, word) for word in command]
     return run, shown, sum(float(row["seconds"]) for row in run.history()), json.loads(record.read_text())
+
+
+def training_options(setup: Setup) -> list[str]:
+    """``train`` options of what ``setup`` ships: its runs' (a prediction-time variant's: the runs it reuses), with the
+    variant's fusion in place of theirs, since the fusion is kept in the packaged config."""
+    options = list((SETUPS[setup.reuses] if setup.reuses else setup).options)
+    if setup.fusion and "--fusion" in options:
+        options[options.index("--fusion") + 1] = setup.fusion
+    elif setup.fusion:
+        options += ["--fusion", setup.fusion]
+    return options
 
 
 def export(run: RunFolder, target: RunFolder, rules: PostprocessRules, provenance: dict) -> None:
@@ -119,6 +135,7 @@ class Evidence:
     rules_provenance: dict
     worst: list[tuple[str, Path, str]]  # (case, its picture, its scores) of the worst held-out cases
     false_cavities: str = ""  # what the cross-validation saw of cavities predicted on real, pre-operative tumours
+    carved_rc: str = ""  # RC on cavities carved into the held-out cases, for a setup trained with carved cases
 
 
 def evidence_from_cross_validation(cv: dict, name: str, pictures: list[Path]) -> Evidence:
@@ -150,10 +167,18 @@ def evidence_from_cross_validation(cv: dict, name: str, pictures: list[Path]) ->
     cavities = chosen["false_cavities"]["nested"]
     false_cavities = (f"In the cross-validation {cavities['cases']} of {cavities['of']} pre-operative cases were given a resection "
                       f"cavity they do not have (after post-processing; the largest {cavities['largest_ml']:.1f} mL): what the "
-                      "synthetic cavities taught can be mistaken for real tumour.")
+                      f"{'synthetic and carved' if 'carved_rc_dice' in chosen else 'synthetic'} cavities taught can be mistaken "
+                      "for real tumour.")
+    carved_rc = ""
+    if "carved_rc_dice" in chosen:
+        scores["carved_rc_dice"] = chosen["carved_rc_dice"]["nested"]
+        rc = scores["carved_rc_dice"]
+        carved_rc = (f"On a cavity carved into each of the {len(chosen['carved_rc_per_case'])} held-out cases of the same "
+                     f"cross-validation (anatomy its run never saw; nested post-processing), RC lesion-wise Dice {rc['mean']:.3f} "
+                     f"[{rc['low']:.3f}, {rc['high']:.3f}].")
     return Evidence(scores, how, PostprocessRules.from_dict(chosen["rules_all_cases"]),
                     {"source": f"every held-out prediction of the cross-validation of {name}", "cases": chosen["cases"]}, worst,
-                    false_cavities)
+                    false_cavities, carved_rc)
 
 
 def inputs_section(scores: dict) -> list[str]:
@@ -190,6 +215,7 @@ def model_card(info: dict, evidence: Evidence) -> str:
     """MODEL_CARD.md from model.json's facts and the evidence on real tumours."""
     scores = evidence.scores
     training = info["training"]
+    carved = training.get("carved_per_case", 0)
     table = _interval_table({"lesion-wise Dice": scores["dice"]}, 3) + _interval_table({"lesion-wise HD95 (mm)": scores["hd95"]}, 1)
     dropout = info.get("modality_dropout", 0)
     inputs = (f" Any of them but not all may be missing: it was trained with modality dropout {dropout:g} (each sequence blanked "
@@ -222,11 +248,16 @@ def model_card(info: dict, evidence: Evidence) -> str:
         "2018 (arXiv:1811.02629), Baid et al. 2021 (arXiv:2107.02314). The weights are derived from these data and carry "
         "the same terms.",
         f"- **{training['synthetic_cases']} synthetic post-treatment cases** (`gliomaseg synth`, seed {SYNTHETIC_SEED}): "
-        "no real case has a resection cavity, so **RC was learned from synthetic cases only**.",
+        + ("no real case has a resection cavity, so **RC was learned from synthetic cases only**." if not carved else
+           "no real case has a resection cavity."),
+        *([f"- **{carved * training['real_cases']} cases carved from the real ones** (`gliomaseg synth --from`, seed 0, {carved} per "
+           "case), for the second stage: a resection cavity carved where each real tumour was, residual enhancing tissue and the "
+           "FLAIR signal around it kept; **RC was learned from these and the synthetic cases only**, the first stage's from the "
+           "synthetic cases alone."] if carved else []),
         "",
         "## How it was trained",
         "",
-        f"`{' '.join(training['command'])}` (CASES: a folder of the real and synthetic case folders; the cpu preset: "
+        f"`{' '.join(training['command'])}` (CASES: a folder of the real{', carved' if carved else ''} and synthetic case folders; the cpu preset: "
         f"{info['recipe']}), {training['wall_min']:.1f} min of training on "
         f"{training['machine']}, {training['date']}" + (f" ({training['note']})" if training.get("note") else "")
         + f", gliomaseg {training['gliomaseg_version']}. "
@@ -249,8 +280,9 @@ def model_card(info: dict, evidence: Evidence) -> str:
         f"These numbers: `{scores['source']}` in the source repository.",
         "",
         f"Resection cavity, on {SYNTHETIC_TEST_CASES} held-out synthetic post-treatment cases (seed {SYNTHETIC_TEST_SEED}), lesion-wise "
-        "Dice: " + ", ".join(f"{r} {v:.3f}" for r, v in info["synthetic_test_dice"].items()) + ". Synthetic cavities are "
-        "easier than real ones: treat RC on real post-operative scans as unvalidated.",
+        "Dice: " + ", ".join(f"{r} {v:.3f}" for r, v in info["synthetic_test_dice"].items()) + ". " + (f"{evidence.carved_rc} " if evidence.carved_rc else "")
+        + ("Synthetic and carved cavities" if evidence.carved_rc else "Synthetic cavities")
+        + " are easier than real ones: treat RC on real post-operative scans as unvalidated.",
         "",
         *inputs_section(scores),
         "## Speed",
@@ -265,7 +297,9 @@ def model_card(info: dict, evidence: Evidence) -> str:
         "What goes wrong: tumours without enhancement or with faint FLAIR signal are under-segmented or missed whole; "
         "thick-slice exams of BraTS 2013 (interpolated to 1 mm) are under-segmented; small cores (a few mL) are missed; "
         "a spurious speck far from the tumour counts as a false lesion under the lesion-wise protocol. Post-treatment "
-        "anatomy (cavities, treatment effects) was seen only in synthetic cases." + (f" {evidence.false_cavities}" if evidence.false_cavities else ""),
+        + ("anatomy (cavities, treatment effects) was seen only in synthetic cases." if not carved else
+           "anatomy was seen only in synthetic cases and in cavities carved into pre-operative scans: real cavities (collapsed, "
+           "blood-filled, with gliosis around them) and treatment effects may look otherwise.") + (f" {evidence.false_cavities}" if evidence.false_cavities else ""),
         "",
     ]
     return "\n".join(lines)
@@ -281,10 +315,11 @@ def _weights(model: RunFolder) -> int:
     return sum(v.numel() for v in load_checkpoint(model.best_checkpoint)["model"].values() if v.is_floating_point())
 
 
-def _summary(model: RunFolder, synthetic: int) -> str:
+def _summary(model: RunFolder, synthetic: int, carved: int) -> str:
     config, first = model.load_config(), first_stage_config(model)
     dropout = config.train.modality_dropout
-    trained = (f"trained on 28 real BraTS cases and {synthetic} synthetic post-treatment ones"
+    carvings = f", {carved} resection {'cavity' if carved == 1 else 'cavities'} carved into each," if carved else ""
+    trained = (f"trained on 28 real BraTS cases{carvings} and {synthetic} synthetic post-treatment ones"
                + (f", with modality dropout {dropout:g}: for exams missing a sequence" if dropout else ""))
     if first is None:
         return f"VNet3d on a {config.preprocess.size[0]}^3 grid of the brain box, {trained}"
@@ -305,11 +340,14 @@ def _network(model: RunFolder) -> str:
 
 def _second_stage(config: ExperimentConfig) -> str:
     """The card's sentence on what the second stage does at prediction (gliomaseg.inference.two_stage)."""
-    fused = "the two stages' probabilities are averaged" if config.train.fusion == "mean" else "the second stage's labels replace the first's"
+    fused = ("the second stage's labels replace the first's" if config.train.fusion == "replace" else
+             "the two stages' probabilities are averaged")
+    cavity = (" (a resection cavity the second stage finds anywhere in what it read stands, since the first stage learned "
+              "cavities from synthetic heads only)" if config.train.fusion == "cavity" else "")
     return (f"The first stage's whole tumour, after its own post-processing, plus {MARGIN_MM:g} mm on each side is read again on the "
             f"native grid by the second stage (sliding window of {config.train.patch_size}^3 cubes, neighbours sharing "
             f"{OVERLAP:g} of a side); within {GATE_MM:g} mm of that "
-            f"tumour {fused}, and beyond it the first stage's labels stand. Where the first stage finds nothing, the second "
+            f"tumour {fused}, and beyond it the first stage's labels stand{cavity}. Where the first stage finds nothing, the second "
             "searches the whole brain box.")
 
 
@@ -363,13 +401,13 @@ def main() -> None:
     trained = SETUPS[setup.reuses] if setup.reuses else setup  # a prediction-time variant ships its runs' training
     if setup.tta:
         sys.exit(f"build_model: {name} predicts with test-time flips, which a packaged model cannot ask for")
-    options = [*trained.options, *(["--fusion", setup.fusion] if setup.fusion else [])]
+    options = training_options(setup)
     if trained.stage_one:
         if not args.stage_one:
             sys.exit(f"build_model: {name} is a second stage: give --stage-one, the shipped model of {trained.stage_one}'s setup")
         options += ["--stage-one", args.stage_one]
     synthetic = args.synthetic if args.synthetic is not None else trained.synthetic
-    run, command, seconds, trained_on = train_model(args.data, args.work, tuple(options), synthetic)
+    run, command, seconds, trained_on = train_model(args.data, args.work, tuple(options), synthetic, trained.carved)
     evidence = evidence_from_cross_validation(cv, name, pictures)
     target = RunFolder(MODELS_DIR / args.name)
     export(run, target, evidence.rules, evidence.rules_provenance)
@@ -386,7 +424,7 @@ def main() -> None:
     dropout = config.train.modality_dropout
     info = {
         "name": args.name,
-        "summary": _summary(target, synthetic),
+        "summary": _summary(target, synthetic, trained.carved),
         "modality_dropout": dropout,
         "network": _network(target),
         "grid": "x".join(map(str, (first_stage_config(target) or config).preprocess.size)),
@@ -395,7 +433,7 @@ def main() -> None:
                    f"{config.train.lr:g} cosine, Dice + cross-entropy, {config.train.augment} augmentation"),
         "training": {"command": command, "wall_min": round(seconds / 60, 1), **trained_on,
                      "gliomaseg_version": __version__, "torch": torch.__version__, "python": platform.python_version(),
-                     "real_cases": len(find_case_folders(args.data)), "synthetic_cases": synthetic},
+                     "real_cases": len(find_case_folders(args.data)), "synthetic_cases": synthetic, "carved_per_case": trained.carved},
         "cross_validation": evidence.scores,
         "synthetic_test_dice": synthetic_scores(target, args.work),
         "speed": speed,

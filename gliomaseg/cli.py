@@ -294,7 +294,8 @@ def train_command(
                                                      "unless given).", rich_help_panel=MODEL)] = None,
     fusion: Annotated[Optional[Literal[FUSIONS]], typer.Option(  # type: ignore[valid-type]
         help="With --stage-one: near the first stage's tumour, the second stage's probabilities replace the first's, or "
-             "the two are averaged (default: replace).", rich_help_panel=MODEL)] = None,
+             "the two are averaged (mean), or averaged with the second stage's resection cavity standing in its window "
+             "wherever the first saw no tumour (cavity) (default: replace).", rich_help_panel=MODEL)] = None,
     cascade: Annotated[bool, typer.Option("--cascade", help="With --stage-one: the second stage also reads the first "
                                                             "stage's probabilities (nnU-Net's cascade).", rich_help_panel=MODEL)] = False,
     init_from: Annotated[Optional[str], typer.Option(help="Fine-tune from a packaged model (`gliomaseg models`), run folder or "

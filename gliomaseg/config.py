@@ -54,7 +54,7 @@ NETWORK_NAMES = ("vnet3d", "vnet3d-lean", "monai-vnet", "segresnet", "dynunet")
 TARGET_NAMES = ("labels", "regions")
 """``TrainConfig.targets`` values (gliomaseg.model.targets.TARGETS)."""
 OPTIMIZERS = ("adamw", "sgd")
-FUSIONS = ("replace", "mean")
+FUSIONS = ("replace", "mean", "cavity")
 """``TrainConfig.fusion`` values (gliomaseg.inference.two_stage)."""
 STAGE_TWO_PATCH = 64
 """A second stage's cube side unless --patch-size says otherwise: 64 mm at 1 mm, the cost of a cpu-preset step."""
@@ -105,7 +105,9 @@ class TrainConfig:
     # it on the native grid
     stage_one: str = ""
     # a two-stage model: near stage one's tumour, the second stage's probabilities "replace" the first's, or the two
-    # are averaged ("mean"), so that neither stage alone can erase a tumour the other finds
+    # are averaged ("mean"), so that neither stage alone can erase a tumour the other finds; "cavity" averages them too,
+    # but lets the second stage's resection cavity stand in its window wherever the first saw no tumour
+    # (gliomaseg.inference.two_stage)
     fusion: str = "replace"
     # a two-stage model's second stage also reads the first stage's probabilities of every target, as nnU-Net's cascade
     # reads its low-resolution segmentation: it refines what the first stage found instead of deciding it from one cube

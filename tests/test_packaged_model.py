@@ -145,6 +145,12 @@ def test_the_model_card_and_model_json_carry_the_measured_scores():
     assert recorded["source"] in card
     cavities = source["setups"][source["chosen"]]["false_cavities"]["nested"]  # predicted on pre-operative tumours
     assert f"{cavities['cases']} of {cavities['of']} pre-operative cases were given a resection cavity" in card
+    # its second stage learned cavities carved into the real cases: RC on those carved into the held-out ones
+    assert model.info["training"]["carved_per_case"] >= 1
+    carved = source["setups"][source["chosen"]]["carved_rc_per_case"]
+    rc = recorded["carved_rc_dice"]
+    assert len(carved) == 28 and abs(rc["mean"] - np.mean([entry["nested"] for entry in carved.values()])) < 1e-4
+    assert f"lesion-wise Dice {rc['mean']:.3f} [{rc['low']:.3f}, {rc['high']:.3f}]" in card
 
 
 def test_the_incomplete_exam_card_carries_each_input_s_cross_validated_scores():

@@ -22,7 +22,7 @@ from gliomaseg.cli import app
 from gliomaseg.config import ExperimentConfig, PreprocessConfig, TrainConfig
 from gliomaseg.errors import InputError
 from gliomaseg.inference.predictor import native_probabilities
-from gliomaseg.inference.two_stage import GATE_MM, OVERLAP
+from gliomaseg.inference.two_stage import GATE_MM, OVERLAP, stage_one_tumour
 from gliomaseg.io.cases import load_case, read_case_folder
 from gliomaseg.io.nifti import save_image, save_label_map
 from gliomaseg.labels import MODALITIES, region_mask
@@ -34,15 +34,14 @@ from gliomaseg.preprocessing.cache import read_cached_case
 from gliomaseg.preprocessing.pipeline import preprocess_case
 from gliomaseg.training.stage_one_prior import PRIOR_FILE, stage_one_prior
 
-ET, NETC = 3, 1
+ET, NETC, RC = 3, 1, 4
 RIM_CASE = "BraTS-GLI-99990-000"
 
 
-@pytest.fixture(scope="module")
-def rim_case(tmp_path_factory):
-    """A 96^3 head: a necrotic core (r 8) inside a 2-voxel enhancing rim, inside FLAIR hyperintensity (r 16)."""
-    folder = tmp_path_factory.mktemp("rim") / RIM_CASE
-    folder.mkdir()
+def rim_head(folder: Path, cavity: bool = False):
+    """A 96^3 head: a necrotic core (r 8) inside a 2-voxel enhancing rim, inside FLAIR hyperintensity (r 16); with
+    ``cavity``, a fluid-filled resection cavity (r 10) beside the tumour, reaching 16 mm beyond its oedema."""
+    folder.mkdir(parents=True)
     shape = (96, 96, 96)
     grid = np.indices(shape, dtype=float)
     brain = np.sqrt(((grid - 48) ** 2).sum(0)) < 42
@@ -57,10 +56,24 @@ def rim_case(tmp_path_factory):
     images["t2w"][label > 0] += 150
     images["t1c"][label == ET] += 200
     images["t1c"][label == NETC] -= 60
+    if cavity:
+        label[(np.sqrt(((grid - np.array([34, 48, 50])[:, None, None, None]) ** 2).sum(0)) < 10) & (label == 0)] = RC
+        for modality, change in {"t1n": -60, "t2w": 300, "t2f": -60}.items():  # fluid
+            images[modality][label == RC] += change
     for modality, image in images.items():
-        save_image(image.astype(np.float32), np.eye(4), folder / f"{RIM_CASE}-{modality}.nii.gz")
-    save_label_map(label, np.eye(4), folder / f"{RIM_CASE}-seg.nii.gz")
+        save_image(image.astype(np.float32), np.eye(4), folder / f"{folder.name}-{modality}.nii.gz")
+    save_label_map(label, np.eye(4), folder / f"{folder.name}-seg.nii.gz")
     return load_case(read_case_folder(folder))
+
+
+@pytest.fixture(scope="module")
+def rim_case(tmp_path_factory):
+    return rim_head(tmp_path_factory.mktemp("rim") / RIM_CASE)
+
+
+@pytest.fixture(scope="module")
+def cavity_case(tmp_path_factory):
+    return rim_head(tmp_path_factory.mktemp("cavity") / RIM_CASE, cavity=True)
 
 
 def voxel_classifier(finds_tumour: bool = True) -> torch.nn.Module:
@@ -116,6 +129,40 @@ def test_mean_fusion_averages_the_two_stages_near_the_tumour_and_keeps_stage_one
     assert dice(averaged.targets.decode(mean).numpy() == ET, rim) > dice(replaced.targets.decode(first).numpy() == ET, rim)
     with pytest.raises(ValueError, match="unknown fusion 'max'"):
         replace(replaced.config.train, fusion="max")
+
+
+def test_cavity_fusion_lets_stage_two_s_cavity_stand_beyond_the_gate_and_averages_the_tumour(cavity_case):
+    """Stage one never calls a cavity (as one trained on synthetic heads misses a carved one); stage two calls fluid
+    (bright T2, dark FLAIR) a cavity: "mean" keeps little of the cavity, "cavity" all of it in the window."""
+    averaged = two_stages()
+    fluid = averaged.network
+    with torch.no_grad():
+        fluid.weight[RC, 2], fluid.weight[RC, 3], fluid.bias[RC] = 2, -2, -4
+    averaged = replace(averaged, config=replace(averaged.config, train=replace(averaged.config.train, fusion="mean")))
+    kept = replace(averaged, config=replace(averaged.config, train=replace(averaged.config.train, fusion="cavity")))
+    mean, with_cavity = labels_of(averaged, cavity_case), labels_of(kept, cavity_case)
+    truth = cavity_case.label == RC
+    assert dice(mean == RC, truth) < 0.7  # ~0.58: the gate and the mean keep the part next to the tumour
+    assert dice(with_cavity == RC, truth) > 0.95  # ~0.98
+    # the tumour is the mean fusion's wherever stage two saw no cavity
+    assert np.array_equal(with_cavity[with_cavity != RC], mean[with_cavity != RC])
+    assert dice(with_cavity == ET, cavity_case.label == ET) > 0.85
+
+
+def test_cavity_fusion_leaves_what_stage_one_calls_tumour_to_the_mean(rim_case):
+    """A second stage that calls a cavity everywhere (weakly): it stands in the window wherever stage one saw no
+    tumour, and inside stage one's tumour the mean keeps stage one's labels."""
+    everywhere = torch.nn.Conv3d(len(MODALITIES), 5, 1)
+    with torch.no_grad():
+        everywhere.weight.zero_()
+        everywhere.bias.zero_()
+        everywhere.bias[RC] = 0.4
+    model = two_stages()
+    model = replace(model, network=everywhere.eval(), config=replace(model.config, train=replace(model.config.train, fusion="cavity")))
+    found = stage_one_tumour(model.stage_one, native_probabilities(model.stage_one, rim_case))
+    labels = labels_of(model, rim_case)
+    assert found.any() and not (labels[found] == RC).any()
+    assert (labels == RC).sum() > found.sum()  # the window around the tumour
 
 
 def test_a_cascade_second_stage_reads_the_first_stage_s_probabilities_where_they_lie(rim_case):

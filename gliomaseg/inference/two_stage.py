@@ -5,7 +5,9 @@ vanish; it is good at finding where the tumour is. Stage two was trained on cube
 is run by sliding window over the box around what stage one found, plus ``MARGIN_MM``. Its probabilities replace
 stage one's (``fusion`` "replace"), or are averaged with them ("mean"), only within ``GATE_MM`` of stage one's
 tumour (after stage one's own post-processing): pasting a native-grid network over the whole box lost on a fold
-(WT -0.11, TC -0.12 on fold 0), since far from the tumour it adds lesions stage one rightly left out. When stage
+(WT -0.11, TC -0.12 on fold 0), since far from the tumour it adds lesions stage one rightly left out. "cavity"
+averages as "mean" does and lets stage two's resection cavity stand anywhere in its window that stage one did not
+call tumour, since the gate is drawn around a tumour that leaves the cavity out. When stage
 one finds nothing, stage two searches the whole brain box alone. A cascade second stage (``TrainConfig.cascade``)
 also reads stage one's probabilities in its window, as it was trained to.
 """
@@ -20,7 +22,7 @@ import torch
 from scipy import ndimage
 
 from gliomaseg.io.cases import LoadedCase
-from gliomaseg.labels import region_mask
+from gliomaseg.labels import REGIONS, region_mask
 from gliomaseg.model.probabilities import predict_probabilities
 from gliomaseg.preprocessing.brain_crop import Box, box_slices
 from gliomaseg.preprocessing.pipeline import preprocess_case
@@ -79,8 +81,16 @@ def refined_probabilities(model: LoadedModel, case: LoadedCase, first: torch.Ten
     refined = first.clone()
     part = refined[(slice(None), *box_slices(window))]
     chosen = torch.from_numpy(gate)
-    if found.any() and model.config.train.fusion == "mean":
+    if found.any() and model.config.train.fusion in ("mean", "cavity"):
         part[:, chosen] = (part[:, chosen] + second[:, chosen]) / 2
     else:
         part[:, chosen] = second[:, chosen]
+    if found.any() and model.config.train.fusion == "cavity":
+        # A cavity is not part of the tumour that places the gate, and a first stage that learned cavities from
+        # synthetic heads calls one carved into real anatomy background: the gate held a second stage trained on
+        # carved cases to half of such a cavity, and the mean halved its probability there. Inside the first stage's
+        # tumour the mean still decides, so a necrotic core the first stage found stays the two stages' to label.
+        cavity = torch.isin(model.targets.decode(second), torch.tensor(REGIONS["RC"], dtype=torch.uint8))
+        cavity &= ~torch.from_numpy(found[box_slices(window)])
+        part[:, cavity] = second[:, cavity]
     return refined

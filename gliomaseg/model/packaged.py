@@ -17,8 +17,9 @@ from gliomaseg.errors import InputError
 from gliomaseg.model.run_folder import RunFolder
 
 MODELS_DIR = Path(str(files("gliomaseg"))) / "models"
-DEFAULT_MODEL = "brats-gli-twostage28"
-"""What ``predict`` uses without ``--model``: two stages, the second at 1 mm around the tumour the first finds."""
+DEFAULT_MODEL = "brats-gli-carved28"
+"""What ``predict`` uses without ``--model``: two stages, the second at 1 mm around the tumour the first finds,
+trained with resection cavities carved into the real cases as well."""
 FIRST_STAGE_MODEL = "brats-gli-real28"
 """The default model's first stage on its own (it carries a copy): 3-4x faster, lower scores, and the
 one-stage network that ``train --init-from`` can fine-tune with the cpu preset."""
