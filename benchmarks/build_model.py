@@ -85,14 +85,14 @@ def train_model(data: Path, work: Path, options: tuple[str, ...], synthetic: int
     return run, shown, sum(float(row["seconds"]) for row in run.history()), json.loads(record.read_text())
 
 
-def training_options(setup: Setup) -> list[str]:
-    """``train`` options of what ``setup`` ships: its runs' (a prediction-time variant's: the runs it reuses), with the
-    variant's fusion in place of theirs, since the fusion is kept in the packaged config."""
-    options = list((SETUPS[setup.reuses] if setup.reuses else setup).options)
-    if setup.fusion and "--fusion" in options:
-        options[options.index("--fusion") + 1] = setup.fusion
-    elif setup.fusion:
-        options += ["--fusion", setup.fusion]
+def training_options(trained: Setup, fusion: str) -> list[str]:
+    """``train`` options of the runs a setup ships (``trained``: a prediction-time variant's, the runs it reuses), with
+    the variant's ``fusion`` in place of theirs, since the fusion is kept in the packaged config."""
+    options = list(trained.options)
+    if fusion and "--fusion" in options:
+        options[options.index("--fusion") + 1] = fusion
+    elif fusion:
+        options += ["--fusion", fusion]
     return options
 
 
@@ -342,8 +342,8 @@ def _second_stage(config: ExperimentConfig) -> str:
     """The card's sentence on what the second stage does at prediction (gliomaseg.inference.two_stage)."""
     fused = ("the second stage's labels replace the first's" if config.train.fusion == "replace" else
              "the two stages' probabilities are averaged")
-    cavity = (" (a resection cavity the second stage finds anywhere in what it read stands, since the first stage learned "
-              "cavities from synthetic heads only)" if config.train.fusion == "cavity" else "")
+    cavity = (" (a resection cavity the second stage finds anywhere in what it read stands where the first stage saw no "
+              "tumour, since the first stage learned cavities from synthetic heads only)" if config.train.fusion == "cavity" else "")
     return (f"The first stage's whole tumour, after its own post-processing, plus {MARGIN_MM:g} mm on each side is read again on the "
             f"native grid by the second stage (sliding window of {config.train.patch_size}^3 cubes, neighbours sharing "
             f"{OVERLAP:g} of a side); within {GATE_MM:g} mm of that "
@@ -401,7 +401,7 @@ def main() -> None:
     trained = SETUPS[setup.reuses] if setup.reuses else setup  # a prediction-time variant ships its runs' training
     if setup.tta:
         sys.exit(f"build_model: {name} predicts with test-time flips, which a packaged model cannot ask for")
-    options = training_options(setup)
+    options = training_options(trained, setup.fusion)
     if trained.stage_one:
         if not args.stage_one:
             sys.exit(f"build_model: {name} is a second stage: give --stage-one, the shipped model of {trained.stage_one}'s setup")

@@ -81,11 +81,11 @@ def refined_probabilities(model: LoadedModel, case: LoadedCase, first: torch.Ten
     refined = first.clone()
     part = refined[(slice(None), *box_slices(window))]
     chosen = torch.from_numpy(gate)
-    if found.any() and model.config.train.fusion in ("mean", "cavity"):
-        part[:, chosen] = (part[:, chosen] + second[:, chosen]) / 2
-    else:
+    if not found.any() or model.config.train.fusion == "replace":
         part[:, chosen] = second[:, chosen]
-    if found.any() and model.config.train.fusion == "cavity":
+        return refined
+    part[:, chosen] = (part[:, chosen] + second[:, chosen]) / 2
+    if model.config.train.fusion == "cavity":
         # A cavity is not part of the tumour that places the gate, and a first stage that learned cavities from
         # synthetic heads calls one carved into real anatomy background: the gate held a second stage trained on
         # carved cases to half of such a cavity, and the mean halved its probability there. Inside the first stage's
