@@ -126,6 +126,7 @@ SETUPS: dict[str, Setup] = {
     "cascade64long": Setup(("--cascade", "--fusion", "mean", "--epochs", "80"), stage_one="preset64b"),
     "cascadecarved64": Setup(("--cascade", "--fusion", "mean"), carved=1, stage_one="preset64b"),
     "cascadecarved64cavity": Setup(synthetic=0, carved=1, reuses="cascadecarved64", fusion="cavity"),
+    "cascadecarvedregion64": Setup(("--cascade", "--fusion", "mean", "--region-dice", "1"), carved=1, stage_one="preset64b"),
 }
 """Setup name -> how it differs from ``train --preset cpu --val-fraction 0`` (the preset: 64^3, 40 epochs of
 32 steps of batch 2, AdamW 1e-3 cosine, multisite augmentation, label targets) plus the shipped
@@ -151,7 +152,9 @@ runs with the two stages averaged; ``cascade64long`` trains that second stage tw
 ``cascadecarved64`` trains it (cascade64mean's second stage) with a cavity carved into each of the fold's training
 cases as well, over preset64b's first stages, which learned the cavity from synthetic heads only;
 ``cascadecarved64cavity`` predicts with its runs, letting the second stage's cavity stand in its window wherever
-the first stage saw no tumour (``--fusion cavity``), where the first, blind to carved cavities, had gated and halved it."""
+the first stage saw no tumour (``--fusion cavity``), where the first, blind to carved cavities, had gated and halved it;
+``cascadecarvedregion64`` trains cascadecarved64's second stage with a Dice over TC and WT added to its loss
+(``--region-dice 1``), aimed at the core it calls oedema."""
 
 INCOMPLETE_INPUTS: dict[str, tuple[str, ...]] = {
     "no-t1n": ("t1n",), "no-t1c": ("t1c",), "no-t2w": ("t2w",), "no-t2f": ("t2f",), "t1c+t2f": ("t1n", "t2w"),
@@ -366,19 +369,23 @@ def _stage_one_run(fold_dir: Path, spec: Setup) -> Path:
 
 
 def fold_box_fraction(fold_dir: Path, setup: str) -> float:
-    """:func:`box_fraction` of the fold's run; a second stage's is its first stage's, whose grid its specks come from."""
-    spec = SETUPS[setup]
-    if spec.first:
-        return box_fraction(fold_dir.parent.parent / spec.first / fold_dir.name / "run")
+    """:func:`box_fraction` of the fold's run, or the one its done.json recorded (a restored fold, or a run whose
+    cache was deleted to free the disk); a second stage's is its first stage's, whose grid its specks come from."""
+    done = fold_dir / "done.json"
+    if done.exists() and "box_fraction" in (recorded := json.loads(done.read_text())):
+        return recorded["box_fraction"]
+    spec, folds = SETUPS[setup], fold_dir.parent.parent
+    if spec.first or spec.stage_one:
+        first = spec.first or spec.stage_one
+        return fold_box_fraction(folds / first / fold_dir.name, first)
     if spec.reuses:
-        return fold_box_fraction(fold_dir.parent.parent / spec.reuses / fold_dir.name, spec.reuses)
-    return box_fraction(_stage_one_run(fold_dir, spec) if spec.stage_one else fold_dir / "run")
+        return fold_box_fraction(folds / spec.reuses / fold_dir.name, spec.reuses)
+    return box_fraction(fold_dir / "run")
 
 
 def starting_rules_of_fold(fold_dir: Path) -> PostprocessRules:
-    """Where tuning starts for this fold's grid, as ``train`` starts it (recorded in a restored fold's done.json)."""
-    done = json.loads((fold_dir / "done.json").read_text())
-    return starting_rules(done["box_fraction"] if "box_fraction" in done else fold_box_fraction(fold_dir, fold_dir.parent.name))
+    """Where tuning starts for this fold's grid, as ``train`` starts it."""
+    return starting_rules(fold_box_fraction(fold_dir, fold_dir.parent.name))
 
 
 def sync_archives(data: Path, setups: list[str], folds: int, work: Path, seed: int) -> None:

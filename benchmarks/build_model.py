@@ -430,7 +430,9 @@ def main() -> None:
         "grid": "x".join(map(str, (first_stage_config(target) or config).preprocess.size)),
         **({"first_stage": config.train.stage_one, "second_stage": _second_stage(config)} if config.train.stage_one else {}),
         "recipe": (f"{config.train.epochs} epochs x {config.train.steps_per_epoch} steps of batch {config.train.batch_size}, AdamW lr "
-                   f"{config.train.lr:g} cosine, Dice + cross-entropy, {config.train.augment} augmentation"),
+                   f"{config.train.lr:g} cosine, Dice + cross-entropy"
+                   + (f" + {config.train.region_dice:g} x Dice over TC and WT" if config.train.region_dice else "")
+                   + f", {config.train.augment} augmentation"),
         "training": {"command": command, "wall_min": round(seconds / 60, 1), **trained_on,
                      "gliomaseg_version": __version__, "torch": torch.__version__, "python": platform.python_version(),
                      "real_cases": len(find_case_folders(args.data)), "synthetic_cases": synthetic, "carved_per_case": trained.carved},

@@ -285,6 +285,9 @@ def train_command(
         "--model", "-m", help="Network (default: vnet3d, the recipe's).", rich_help_panel=MODEL)] = None,
     targets: Annotated[Optional[Literal[TARGET_NAMES]], typer.Option(  # type: ignore[valid-type]
         help="labels: softmax over 0-4; regions: sigmoid WT, TC, ET, RC (default: labels).", rich_help_panel=MODEL)] = None,
+    region_dice: Annotated[Optional[float], typer.Option(min=0.0, help="With label targets: weight of an added Dice over TC and "
+                                                         "WT, the composite regions the challenge scores (default: 0).",
+                                                         rich_help_panel=MODEL)] = None,
     dropout: Annotated[Optional[float], typer.Option(help="Every dropout layer's probability (default: 0).", rich_help_panel=MODEL)] = None,
     patch_size: Annotated[Optional[int], typer.Option(min=16, help="Train on random cubes of this side (half on tumour), predict by "
                                                       "sliding window (default: the whole grid).", rich_help_panel=MODEL)] = None,
@@ -345,7 +348,7 @@ def train_command(
         config = ExperimentConfig(
             preprocess=preprocess_config_for(data, size, label_scheme, preset, extra_channel, native or bool(stage_one)),
             train=train_config_for(
-                preset, model=model, targets=targets, dropout=dropout, epochs=epochs, batch_size=batch_size, lr=lr,
+                preset, model=model, targets=targets, region_dice=region_dice, dropout=dropout, epochs=epochs, batch_size=batch_size, lr=lr,
                 optimizer=optimizer, repeats=repeats, steps_per_epoch=steps_per_epoch,
                 patch_size=patch_size if patch_size or not stage_one else STAGE_TWO_PATCH, stage_one=stage_one, fusion=fusion,
                 cascade=cascade or None,

@@ -68,6 +68,9 @@ class TrainConfig:
 
     model: str = "vnet3d"  # the recipe's VNet3d; or vnet3d-lean (8 channels at full resolution), monai-vnet, segresnet, dynunet
     targets: str = "labels"  # softmax over the labels 0-4, or "regions": sigmoid WT, TC, ET, RC
+    # > 0 (label targets): the loss adds this weight times a Dice over TC and WT summed from the label probabilities,
+    # so a core voxel called oedema costs the core's Dice as the challenge scores it (gliomaseg.training.loss)
+    region_dice: float = 0.0
     dropout: float = 0.0  # every dropout layer's probability (VNet3d: Dropout3d on its skip connections)
     epochs: int = 300
     batch_size: int = 4  # per process under torchrun
@@ -120,6 +123,8 @@ class TrainConfig:
                               ("optimizer", OPTIMIZERS), ("fusion", FUSIONS), ("protocol", PROTOCOL_NAMES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"unknown {name} '{getattr(self, name)}' ({', '.join(allowed)})")
+        if self.region_dice and self.targets == "regions":
+            raise ValueError("--region-dice needs label targets: region targets score TC and WT already")
 
 
 PRESETS: dict[str, dict[str, Any]] = {

@@ -72,7 +72,8 @@ def test_rules_applied_in_the_label_box_equal_rules_applied_to_the_whole_volume(
     edge[0:5, 0:5, 0:5], edge[1:3, 1:3, 1:3], edge[0, 10, 10], edge[19, 19, 19] = 1, 0, 3, 4  # a hole at a corner, specks at faces
     for label_map in (labels, noisy, edge):
         for rules in (PostprocessRules(tumour_min_voxels=1000), PostprocessRules(tumour_keep_largest=1), PostprocessRules(fill_core_holes=1),
-                      PostprocessRules(tumour_min_voxels=250, fill_core_holes=1, et_min_voxels=10, rc_min_voxels=100, tumour_keep_largest=2)):
+                      PostprocessRules(tumour_min_voxels=250, fill_core_holes=1, et_min_voxels=10, rc_min_voxels=100, tumour_keep_largest=2,
+                                       rc_needs_tumour=1)):
             whole = label_map.copy()
             rules._apply_in_place(whole)
             np.testing.assert_array_equal(rules.apply(label_map), whole)

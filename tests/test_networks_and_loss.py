@@ -88,6 +88,28 @@ def test_dice_is_taken_over_the_batch_not_per_sample(targets):
     assert abs(float(per_sample) - float(joined)) > 1e-3
 
 
+def _confident(label: torch.Tensor) -> torch.Tensor:
+    """Label-target logits that put (almost) all probability on the given labels."""
+    return (LABELS.encode(label) * 2 - 1) * 30
+
+
+def test_region_dice_charges_core_called_oedema_and_not_core_swapped_within_the_core():
+    """The composite-region term is 1 - mean(Dice WT, Dice TC): zero for NETC called ET (TC and WT stay whole), and
+    the lost TC Dice for NETC called SNFH, on top of the per-label loss either way."""
+    label = torch.full((1, 1, 8, 8, 8), 2)
+    label[:, :, 2:6, 2:6, 2:6] = 1  # a NETC core inside oedema
+    label[:, :, 3:5, 3:5, 3:5] = 3  # with ET inside it
+    netc = label == 1
+    plain, weighted = DiceCrossEntropyLoss(LABELS), DiceCrossEntropyLoss(LABELS, region_weight=0.5)
+    as_et = _confident(torch.where(netc, 3, label))
+    assert float(weighted(as_et, label) - plain(as_et, label)) < 1e-4
+    as_oedema = _confident(torch.where(netc, 2, label))
+    tc_dice = 2 * int((label == 3).sum()) / (int((label == 3).sum()) + int(((label == 1) | (label == 3)).sum()))
+    torch.testing.assert_close(float(weighted(as_oedema, label) - plain(as_oedema, label)), 0.5 * (1 - tc_dice) / 2, atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="label targets"):
+        TrainConfig(targets="regions", region_dice=0.5)
+
+
 class _PositionalNetwork(nn.Module):
     """Logits = a 1x1x1 convolution of the image + a fixed, position-dependent field.
 

@@ -78,6 +78,22 @@ def test_holes_in_the_core_become_core_but_a_cavity_inside_it_stays():
     assert not PostprocessRules(fill_core_holes=0).apply(labels).__ne__(labels).any()
 
 
+def test_cavities_no_tumour_comes_near_are_erased_and_the_others_stay():
+    """Reach: a tumour label within CAVITY_REACH (2) steps to any of the 26 neighbours keeps a cavity; the oedema ends at 24."""
+    labels = _tumour()  # its cavity (30:42 on every axis) is far from the tumour
+    labels[26:29, 10:14, 10:14] = 4  # one background voxel (x = 25) between it and the oedema: kept
+    labels[10:14, 27:30, 10:14] = 4  # two background voxels (y = 25, 26) between: erased
+    labels[2:5, 2:5, 2:5] = 4  # touching the oedema's corner diagonally: kept
+    cleaned = PostprocessRules(rc_needs_tumour=1).apply(labels)
+    assert (cleaned[26:29, 10:14, 10:14] == 4).all() and (cleaned[2:5, 2:5, 2:5] == 4).all()
+    assert not (cleaned[10:14, 27:30, 10:14] == 4).any() and not (cleaned[30:42, 30:42, 30:42] == 4).any()
+    assert np.array_equal(cleaned[labels != 4], labels[labels != 4])  # only cavities change, and only to background
+    assert set(np.unique(cleaned[(labels == 4) & (cleaned != 4)])) == {0}
+    only_cavity = np.zeros_like(labels)
+    only_cavity[30:42, 30:42, 30:42] = 4
+    assert not PostprocessRules(rc_needs_tumour=1).apply(only_cavity).any()  # no tumour anywhere: nothing vouches for it
+
+
 def test_rules_files_round_trip_and_bad_ones_are_refused(tmp_path):
     rules = PostprocessRules(tumour_min_voxels=250, et_min_voxels=25)
     path = save_rules(rules, tmp_path / "rules.json", {"cases": 3})
@@ -86,6 +102,7 @@ def test_rules_files_round_trip_and_bad_ones_are_refused(tmp_path):
     for text, message in [('{"rules": {"tumor_min": 3}}', "unknown post-processing rule(s): tumor_min"),
                           ('{"rules": {"et_min_voxels": -1}}', "must be whole numbers >= 0"),
                           ('{"rules": {"fill_core_holes": 2}}', "must be 0 (off) or 1 (on)"),
+                          ('{"rules": {"rc_needs_tumour": 3}}', "rule(s) rc_needs_tumour must be 0 (off) or 1 (on)"),
                           ('{"rules": [', "not valid JSON"), ('{"tumour_min_voxels": 3}', 'expected {"rules"')]:
         (tmp_path / "bad.json").write_text(text)
         with pytest.raises(InputError, match=re.escape(message)):
@@ -207,7 +224,7 @@ def test_apply_refuses_bad_rules_and_its_own_input_folder(tmp_path):
     result = runner.invoke(app, ["-q", "postprocess", "apply", str(tmp_path / "bad.json"), "--pred", str(pred), "--out", str(tmp_path / "o")])
     assert result.exit_code == 1
     assert result.output.strip() == f"error: {tmp_path / 'bad.json'}: unknown post-processing rule(s): size (known: " \
-                                    "et_min_voxels, fill_core_holes, rc_min_voxels, tumour_keep_largest, tumour_min_voxels)"
+                                    "et_min_voxels, fill_core_holes, rc_min_voxels, rc_needs_tumour, tumour_keep_largest, tumour_min_voxels)"
     assert not (tmp_path / "o").exists()
     save_rules(PostprocessRules(tumour_min_voxels=5), tmp_path / "rules.json")
     result = runner.invoke(app, ["-q", "postprocess", "apply", str(tmp_path / "rules.json"), "--pred", str(pred), "--out", str(pred)])

@@ -122,6 +122,18 @@ def test_an_unknown_extra_channel_is_refused_in_one_line(synthetic_dir, tmp_path
     assert result.exit_code == 1 and "unknown extra channel(s) t2w-t1n" in result.output and "Traceback" not in result.output
 
 
+def test_region_dice_reaches_the_loss_and_the_saved_config_and_region_targets_refuse_it(trained_run, tmp_path):
+    config = tiny_config(epochs=1)
+    config = replace(config, train=replace(config.train, region_dice=0.5))
+    setup = set_up(trained_run / "cache", tmp_path / "run", config, "cpu", False, 1, True)
+    assert setup.loss_fn.region_weight == 0.5
+    assert RunFolder(tmp_path / "run").load_config().train.region_dice == 0.5
+    result = CliRunner().invoke(app, ["-q", "train", str(trained_run / "cache"), "--out", str(tmp_path / "r"), "--targets", "regions",
+                                      "--region-dice", "1"])
+    assert result.exit_code == 1 and "--region-dice needs label targets" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "r").exists()
+
+
 def test_val_fraction_zero_trains_on_every_case_and_keeps_the_last_epoch(trained_run, tmp_path):
     ids = [f"P{i}" for i in range(6)]
     assert split_by_patient(ids, 0.0) == {"train": sorted(ids), "val": []}

@@ -3,7 +3,7 @@
 The search is coordinate ascent over a grid: each rule in turn takes the grid value that
 scores best with the others fixed, and passes repeat until nothing changes. The rules act on
 different components (tumour specks, enhancement specks, cavities), so they interact little,
-and ascent costs tens of scorings where the full product of the grid would cost 3,360 per
+and ascent costs tens of scorings where the full product of the grid would cost 6,720 per
 case. Rules keep their starting values (off, or :func:`starting_rules` for a run) unless the validation
 cases ask otherwise (see :func:`tune_rules`).
 """
@@ -37,6 +37,7 @@ GRID: dict[str, tuple[int, ...]] = {
     "fill_core_holes": (0, 1),
     "et_min_voxels": (0, 10, 25, 50, 100, 250),
     "rc_min_voxels": (0, 50, 100, 250, 500, 1000, 2500),
+    "rc_needs_tumour": (0, 1),
 }
 """Values tried per rule (voxels, or a count of components)."""
 

@@ -343,7 +343,8 @@ def set_up(data: Path, run_dir: Path, config: ExperimentConfig, device: str | No
     if ctx.is_main and start_epoch < tc.epochs:
         run.forget_rules()
     return TrainingSetup(ctx, run, config, cache_dir, split, targets_named(tc.targets), protocol_named(tc.protocol), network,
-                         torch.compile(model) if tc.compile else model, optimizer, scaler, DiceCrossEntropyLoss(targets_named(tc.targets)),
+                         torch.compile(model) if tc.compile else model, optimizer, scaler,
+                         DiceCrossEntropyLoss(targets, region_weight=tc.region_dice),
                          schedule, transform, sampler, loader, history, start_epoch, best_score,
                          TensorBoardScalars(run.tensorboard_dir, start_epoch) if ctx.is_main else None, quiet)
 
