@@ -337,6 +337,13 @@ def _case_scores(cases: list[ValidationCase], rules: PostprocessRules) -> tuple[
     return scores, found
 
 
+def carved_rc(fold_dir: Path, rules: PostprocessRules) -> dict[str, tuple[float, float]]:
+    """Each carved held-out case of the fold: its RC lesion-wise Dice raw, and after ``rules``."""
+    cases = load_validation_cases(fold_dir / "pred_carved", fold_dir / "held_out_carved")
+    (raw, _), (cleaned, _) = _case_scores(cases, PostprocessRules()), _case_scores(cases, rules)
+    return {case_id: (raw[case_id]["RC"][0], cleaned[case_id]["RC"][0]) for case_id in raw}
+
+
 def core_shares(per_case: dict[str, dict]) -> dict[str, list[float]] | None:
     """Pooled over the cases (nested rules): the share of each core label's ground-truth voxels predicted 0..4;
     None for a summary made before it was recorded."""
@@ -456,9 +463,7 @@ def summarise_setup(setup: str, work: Path, folds: int) -> dict | None:
                                                     "nested": tuned_found[case.case_id]["cavity_ml"]},
                                       "core_voxels": tuned_found[case.case_id]["core_voxels"]}
         if with_carved:  # the fold's rules too: tuned on pre-operative cases, they must not erase a real cavity
-            carved_cases = load_validation_cases(fold_dir / "pred_carved", fold_dir / "held_out_carved")
-            (carved_raw, _), (carved_tuned, _) = _case_scores(carved_cases, PostprocessRules()), _case_scores(carved_cases, rules)
-            carved.update({c: {"fold": k, "raw": carved_raw[c]["RC"][0], "nested": carved_tuned[c]["RC"][0]} for c in carved_raw})
+            carved.update({c: {"fold": k, "raw": raw_rc, "nested": tuned_rc} for c, (raw_rc, tuned_rc) in carved_rc(fold_dir, rules).items()})
         for name in inputs:  # the fold's rules, tuned on full inputs: a clinic's incomplete exam gets the same model
             incomplete = load_validation_cases(fold_dir / f"pred_{name}", fold_dir / "held_out")
             for case_id, regions in _case_scores(incomplete, rules)[0].items():
@@ -615,10 +620,8 @@ def _fold_screen(fold_dir: Path, fold: int, rules: PostprocessRules) -> tuple[di
                 per_case[case_id].setdefault("inputs", {})[name] = regions
     carved: dict[str, dict] = {}
     if (fold_dir / "pred_carved").is_dir():
-        carved_cases = load_validation_cases(fold_dir / "pred_carved", fold_dir / "held_out_carved")
-        (carved_scores, _), (carved_cleaned, _) = _case_scores(carved_cases, PostprocessRules()), _case_scores(carved_cases, rules)
-        carved = {case_id: {"fold": fold, "rc": regions["RC"][0], "rc_baseline_rules": carved_cleaned[case_id]["RC"][0]}
-                  for case_id, regions in carved_scores.items()}
+        carved = {case_id: {"fold": fold, "rc": raw_rc, "rc_baseline_rules": cleaned_rc}
+                  for case_id, (raw_rc, cleaned_rc) in carved_rc(fold_dir, rules).items()}
     return per_case, carved
 
 

@@ -26,8 +26,9 @@ from torch import nn
 from gliomaseg.labels import TRAINING_REGIONS
 from gliomaseg.model.targets import Targets
 
-COMPOSITE_REGIONS: dict[str, tuple[int, ...]] = {name: labels for name, labels in TRAINING_REGIONS.items() if len(labels) > 1}
+COMPOSITE_REGIONS: tuple[str, ...] = tuple(name for name, labels in TRAINING_REGIONS.items() if len(labels) > 1)
 """The scored regions made of more than one label (WT, TC): what ``region_weight`` adds a Dice for."""
+_COMPOSITE_CHANNELS = [list(TRAINING_REGIONS).index(name) for name in COMPOSITE_REGIONS]
 
 
 class DiceCrossEntropyLoss(nn.Module):
@@ -49,9 +50,12 @@ class DiceCrossEntropyLoss(nn.Module):
         truth = self.targets.encode(label)
         loss = self.targets.cross_entropy(logits, label) + (1 - self._batch_dice(probabilities[:, first:], truth[:, first:]).mean())
         if self.region_weight:
-            regions = list(COMPOSITE_REGIONS.values())
-            loss = loss + self.region_weight * (1 - self._batch_dice(_summed(probabilities, regions), _summed(truth, regions)).mean())
+            loss = loss + self.region_weight * (1 - self._batch_dice(self._composite(probabilities), self._composite(truth)).mean())
         return loss
+
+    def _composite(self, channels: torch.Tensor) -> torch.Tensor:
+        """(B, C, ...) per-label channels -> (B, len(COMPOSITE_REGIONS), ...), each the sum of its labels' channels."""
+        return self.targets.as_regions(channels.transpose(0, 1)).transpose(0, 1)[:, _COMPOSITE_CHANNELS]
 
     def _batch_dice(self, probabilities: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
         """One soft Dice per channel over every voxel of the (global) batch."""
@@ -63,7 +67,3 @@ class DiceCrossEntropyLoss(nn.Module):
             sums = dist_fn.all_reduce(sums)
         return (2 * sums[0] + self.smooth) / (sums[1] + self.smooth)
 
-
-def _summed(channels: torch.Tensor, groups: list[tuple[int, ...]]) -> torch.Tensor:
-    """(B, C, ...) per-label channels -> (B, len(groups), ...): each group's channels added."""
-    return torch.stack([channels[:, list(group)].sum(dim=1) for group in groups], dim=1)
