@@ -260,18 +260,21 @@ def test_stage_one_must_be_a_one_stage_model_with_the_same_targets(two_stage_run
 
 
 def test_a_cascade_run_caches_the_first_stage_s_probabilities_and_predicts_on_the_input_grid(trained_run, synthetic_dir, tmp_path):
+    """With an extra input channel of its own: the first stage, trained on the four sequences, must see only them."""
     run_dir = tmp_path / "cascade"
     result = CliRunner().invoke(app, ["-q", "train", str(synthetic_dir), "--out", str(run_dir), "--stage-one", str(trained_run),
-                                      "--cascade", "--patch-size", "32", "--epochs", "1", "--batch-size", "2", "--repeats", "1",
+                                      "--cascade", "--extra-channel", "t1c-t1n", "--patch-size", "32", "--epochs", "1", "--batch-size", "2", "--repeats", "1",
                                       "--val-fraction", "0.25", "--seed", "0", "--workers", "0", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     run = RunFolder(run_dir)
-    assert run.load_config().train.cascade
+    assert run.load_config().train.cascade and run.load_config().preprocess.channels == len(MODALITIES) + 1
     first = load_model(run.stage_one_dir, "cpu", postprocess=False)
+    assert first.config.preprocess.channels == len(MODALITIES)
     cached = sorted(p.parent for p in (run_dir / "cache").glob("*/meta.json"))
     assert cached
     for folder in cached:
         case = read_cached_case(folder)
+        assert case.image.shape[0] == len(MODALITIES) + 1
         prior = np.load(folder / PRIOR_FILE)
         assert prior.shape == (5, *case.geometry.box_shape) and prior.dtype == np.float16
         assert np.allclose(prior.astype(np.float32).sum(axis=0), 1.0, atol=0.02)  # the first stage's softmax, resized

@@ -17,9 +17,11 @@ import torch
 from monai.transforms import MapTransform, RandomizableTransform
 
 from gliomaseg.io.atomic import write_atomic
+from gliomaseg.labels import MODALITIES
 from gliomaseg.model.loading import LoadedModel
 from gliomaseg.model.probabilities import predict_probabilities
 from gliomaseg.preprocessing.cache import CachedCase, read_cached_case
+from gliomaseg.preprocessing.intensity import with_extra_channels
 from gliomaseg.preprocessing.resample import resize_image, resize_probabilities
 
 PRIOR_FILE = "stage_one.npy"
@@ -35,8 +37,11 @@ def stage_one_prior(first: LoadedModel, case: CachedCase) -> np.ndarray:
     """(targets, *box) float16: ``first``'s probabilities of a native-grid cached case, back in its brain box.
 
     The cached image is the brain box clipped and z-scored as the first stage's preprocessing does it, before
-    that resizes it to its grid: resized here instead, it is what the first stage sees of the case."""
-    image = resize_image(np.asarray(case.image, dtype=np.float32), first.config.preprocess.size)[None]
+    that resizes it to its grid: resized here instead, it is what the first stage sees of the case. Its input
+    channels are the first stage's own: the second stage's extra channels (``--extra-channel``) are dropped, and
+    any the first stage was trained with are computed from the sequences."""
+    sequences = np.asarray(case.image[: len(MODALITIES)], dtype=np.float32)
+    image = resize_image(with_extra_channels(sequences, first.config.preprocess.extra_channels), first.config.preprocess.size)[None]
     probabilities = predict_probabilities(first.network, image, first.targets, amp=first.config.train.amp)[0]
     return resize_probabilities(probabilities.float().cpu(), case.geometry.box_shape).numpy().astype(np.float16)
 
