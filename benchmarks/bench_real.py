@@ -127,6 +127,7 @@ SETUPS: dict[str, Setup] = {
     "cascadecarved64": Setup(("--cascade", "--fusion", "mean"), carved=1, stage_one="preset64b"),
     "cascadecarved64cavity": Setup(synthetic=0, carved=1, reuses="cascadecarved64", fusion="cavity"),
     "cascadecarvedregion64": Setup(("--cascade", "--fusion", "mean", "--region-dice", "1"), carved=1, stage_one="preset64b"),
+    "cascadecarvedsub64": Setup(("--cascade", "--fusion", "mean", "--extra-channel", "t1c-t1n"), carved=1, stage_one="preset64b"),
 }
 """Setup name -> how it differs from ``train --preset cpu --val-fraction 0`` (the preset: 64^3, 40 epochs of
 32 steps of batch 2, AdamW 1e-3 cosine, multisite augmentation, label targets) plus the shipped
@@ -154,7 +155,9 @@ cases as well, over preset64b's first stages, which learned the cavity from synt
 ``cascadecarved64cavity`` predicts with its runs, letting the second stage's cavity stand in its window wherever
 the first stage saw no tumour (``--fusion cavity``), where the first, blind to carved cavities, had gated and halved it;
 ``cascadecarvedregion64`` trains cascadecarved64's second stage with a Dice over TC and WT added to its loss
-(``--region-dice 1``), aimed at the core it calls oedema."""
+(``--region-dice 1``), aimed at the core it calls oedema; ``cascadecarvedsub64`` gives that second stage the
+T1c - T1n subtraction as a fifth sequence (``--extra-channel t1c-t1n``, as the 2024 runner-up did), where
+enhancement stands out from tissue bright on both."""
 
 INCOMPLETE_INPUTS: dict[str, tuple[str, ...]] = {
     "no-t1n": ("t1n",), "no-t1c": ("t1c",), "no-t2w": ("t2w",), "no-t2f": ("t2f",), "t1c+t2f": ("t1n", "t2w"),
@@ -510,12 +513,16 @@ def _cell(stat: dict[str, float], digits: int) -> str:
     return f"{stat['mean']:.{digits}f} [{stat['low']:.{digits}f}, {stat['high']:.{digits}f}]"
 
 
+def worst_cases(result: dict, count: int) -> list[str]:
+    """The ``count`` held-out cases of a setup's summary with the lowest tumour-region mean Dice (nested rules), worst first."""
+    return sorted(result["per_case"], key=lambda c: np.mean([result["per_case"][c]["nested"][r][0] for r in TUMOUR_REGIONS]))[:count]
+
+
 def draw_worst(result: dict, work: Path, setup: str, data: Path, count: int, out_dir: Path = RESULTS) -> list[str]:
     """Ground truth | prediction (nested rules) of the ``count`` cases with the lowest tumour-region mean Dice, drawn
     into ``out_dir``: their file names."""
-    order = sorted(result["per_case"], key=lambda c: np.mean([result["per_case"][c]["nested"][r][0] for r in TUMOUR_REGIONS]))
     names = []
-    for case_id in order[:count]:
+    for case_id in worst_cases(result, count):
         entry = result["per_case"][case_id]
         fold_dir = work / setup / f"fold{entry['fold']}"
         case = load_case(read_case_folder(data / case_id))

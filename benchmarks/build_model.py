@@ -11,6 +11,10 @@ real ones have no cavity), and writes ``gliomaseg/models/<name>/``:
 ``config.json``, ``best.pt`` (float16 weights and the config, nothing else), ``postprocess.json``,
 ``model.json`` and ``MODEL_CARD.md``, plus the worst cross-validation cases' pictures. The training's
 wall time and machine go into model.json and the card.
+
+``--card-only --name NAME`` trains nothing: it writes a packaged model's card and model.json's cross-validation
+again from the current ``results/real_cv.json`` (after a new default model, whose setup a model beside it is
+compared with), keeping its weights, rules, training facts and speed.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from pathlib import Path
 
 import torch
 from bench_real import (DEFAULT_DATA, INCOMPLETE_INPUTS, SETUPS, SYNTHETIC_SEED, TUMOUR_REGIONS, Setup, draw_worst, interval,
-                        synthetic_cases)
+                        synthetic_cases, worst_cases)
 from common import RESULTS, machine
 
 from gliomaseg import __version__
@@ -185,12 +189,7 @@ def inputs_section(scores: dict) -> list[str]:
     """The card's scores per input a clinic sends (each sequence missing, T1c + FLAIR only), beside the full input."""
     if "inputs" not in scores:
         return []
-    versus = scores.get("versus_default")
-    compared = ([f"On complete exams, paired per case against the setup of the default model ({versus['setup']}, same folds, "
-                 "nested post-processing), its lesion-wise Dice changes by " + ", ".join(
-                     f"{r} {versus['dice'][r]['mean']:+.3f} [{versus['dice'][r]['low']:+.3f}, {versus['dice'][r]['high']:+.3f}]"
-                     for r in TUMOUR_REGIONS) + ": `predict` without `--model` gives complete exams to the default model and "
-                 "only exams missing a sequence to this one.", ""] if versus else [])
+
     def cells(stats: dict) -> str:
         return " | ".join(f"{stats['dice'][r]['mean']:.3f} ({stats['change_from_full'][r]['mean']:+.3f} "
                           f"[{stats['change_from_full'][r]['low']:+.3f}, {stats['change_from_full'][r]['high']:+.3f}])"
@@ -207,8 +206,21 @@ def inputs_section(scores: dict) -> list[str]:
         "| all four | " + " | ".join(f"{scores['dice'][r]['mean']:.3f}" for r in TUMOUR_REGIONS) + " |",
         *(f"| {name} (without {', '.join(INCOMPLETE_INPUTS[name])}) | {cells(stats)} |" for name, stats in scores["inputs"].items()),
         "",
-        *compared,
     ]
+
+
+def versus_default_section(info: dict) -> list[str]:
+    """For a model beside the default one: its paired change from the default model's setup on complete exams, and
+    when ``predict`` uses it."""
+    versus = info["cross_validation"].get("versus_default")
+    if not versus:
+        return []
+    use = ("`predict` without `--model` gives complete exams to the default model and only exams missing a sequence to this one"
+           if info.get("modality_dropout") else f"`predict` uses it only when asked (`--model {info['name']}`)")
+    return [f"On complete exams, paired per case against the setup of the default model ({versus['setup']}, same folds, "
+            "nested post-processing), its lesion-wise Dice changes by " + ", ".join(
+                f"{r} {versus['dice'][r]['mean']:+.3f} [{versus['dice'][r]['low']:+.3f}, {versus['dice'][r]['high']:+.3f}]"
+                for r in TUMOUR_REGIONS) + f": {use}.", ""]
 
 
 def model_card(info: dict, evidence: Evidence) -> str:
@@ -285,6 +297,7 @@ def model_card(info: dict, evidence: Evidence) -> str:
         + " are easier than real ones: treat RC on real post-operative scans as unvalidated.",
         "",
         *inputs_section(scores),
+        *versus_default_section(info),
         "## Speed",
         "",
         info["speed"],
@@ -371,9 +384,52 @@ def speed_paragraph(name: str, predict_result: dict, journey: dict | None) -> st
     return text
 
 
+def worst_pictures(cv: dict, name: str, cv_work: Path | None, data: Path, work: Path | None) -> list[Path]:
+    """Pictures of setup ``name``'s worst held-out cases: results/' overlays for real_cv.json's chosen setup, else
+    drawn into ``work``/worst from its held-out predictions in bench_real's ``cv_work``."""
+    if name == cv["chosen"]:
+        return [RESULTS / overlay for overlay in cv["overlays"]]
+    if cv_work is None or work is None:
+        sys.exit(f"build_model: {name} is not real_cv.json's chosen setup: give --cv-work and --work to draw its worst cases")
+    drawn = work / "worst"
+    drawn.mkdir(parents=True, exist_ok=True)
+    return [drawn / p for p in draw_worst(cv["setups"][name], cv_work, name, data, len(cv["overlays"]), drawn)]
+
+
+def ship_pictures(target: RunFolder, pictures: list[Path]) -> None:
+    """The packaged model's failures/ holds ``pictures`` and nothing else: an earlier card's worst cases must not ship."""
+    failures = target.path / "failures"
+    if sorted(failures.glob("*.png")) == sorted(pictures):
+        return
+    shutil.rmtree(failures, ignore_errors=True)
+    failures.mkdir()
+    for picture in pictures:
+        shutil.copyfile(picture, failures / picture.name)
+
+
+def refresh_card(target: RunFolder, cv: dict, cv_work: Path | None, data: Path, work: Path | None) -> None:
+    """The card and model.json of the packaged model ``target`` written again from ``cv`` (real_cv.json) without
+    training: for a model beside the default one when the default changes. Its pictures stay when its worst cases are
+    the same; its rules must be those the cross-validation tuned, or the weights' evidence is stale and it is rebuilt."""
+    info = json.loads((target.path / INFO_FILE).read_text())
+    name = info["cross_validation"]["setup"]
+    if name not in cv["setups"]:
+        sys.exit(f"build_model: {target.path.name} was built from {name}, which results/real_cv.json no longer holds")
+    shipped = [target.path / "failures" / f"real_cv_{case}.png" for case in worst_cases(cv["setups"][name], len(cv["overlays"]))]
+    pictures = shipped if all(p.exists() for p in shipped) else worst_pictures(cv, name, cv_work, data, work)
+    evidence = evidence_from_cross_validation(cv, name, pictures)
+    if evidence.rules != target.rules():
+        sys.exit(f"build_model: {target.rules_file} differs from the rules real_cv.json tuned for {name}: rebuild the model")
+    ship_pictures(target, pictures)
+    info["cross_validation"] = evidence.scores
+    write_text_atomic(target.path / INFO_FILE, json.dumps(info, indent=2) + "\n")
+    write_text_atomic(target.model_card, model_card(info, evidence))
+    print(json.dumps({"model": str(target.path), "card": "written again", "setup": name}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", type=Path, required=True, help="kept training run and synthetic cases (outside the work tree)")
+    parser.add_argument("--work", type=Path, help="kept training run and synthetic cases (outside the work tree)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--name", default=DEFAULT_MODEL)
     parser.add_argument("--setup", choices=list(SETUPS), help="the cross-validated setup to train (default: real_cv.json's chosen one)")
@@ -382,21 +438,24 @@ def main() -> None:
     parser.add_argument("--synthetic", type=int, help="synthetic cases added (default: the setup's)")
     parser.add_argument("--stage-one", help="a two-stage setup's first stage: the packaged model (or run folder) of its first "
                                             "stage's setup, which the second stage is trained over and ships with")
+    parser.add_argument("--card-only", action="store_true", help="train nothing: write the card of the packaged model --name "
+                                                                 "again from the current results/real_cv.json")
     args = parser.parse_args()
+    cv = json.loads((RESULTS / "real_cv.json").read_text())
+    if args.card_only:
+        target = RunFolder(MODELS_DIR / args.name)
+        if not (target.path / INFO_FILE).exists():
+            sys.exit(f"build_model: no packaged model {args.name} to write the card of ({target.path / INFO_FILE} is missing)")
+        refresh_card(target, cv, args.cv_work, args.data, args.work)
+        return
+    if args.work is None:
+        parser.error("--work is required to build a model")
     if not args.data.is_dir():
         sys.exit(f"build_model: no real cases at {args.data}")
-    cv = json.loads((RESULTS / "real_cv.json").read_text())
     name = args.setup or cv["chosen"]
     if name not in cv["setups"]:
         sys.exit(f"build_model: {name} is not in results/real_cv.json (bench_real.py summarise --setups {name})")
-    if name == cv["chosen"]:
-        pictures = [RESULTS / overlay for overlay in cv["overlays"]]
-    elif args.cv_work is None:
-        sys.exit(f"build_model: {name} is not real_cv.json's chosen setup: give --cv-work to draw its worst cases")
-    else:
-        drawn = args.work / "worst"
-        drawn.mkdir(parents=True, exist_ok=True)
-        pictures = [drawn / p for p in draw_worst(cv["setups"][name], args.cv_work, name, args.data, len(cv["overlays"]), drawn)]
+    pictures = worst_pictures(cv, name, args.cv_work, args.data, args.work)
     setup = SETUPS[name]
     trained = SETUPS[setup.reuses] if setup.reuses else setup  # a prediction-time variant ships its runs' training
     if setup.tta:
@@ -416,11 +475,7 @@ def main() -> None:
     speed = speed_paragraph(args.name, json.loads((RESULTS / "predict.json").read_text()),
                             json.loads(journey.read_text()) if (journey := RESULTS / "journey.json").exists() else None)
     config = run.load_config()
-    # Pictures of an earlier card's worst cases must not ship with this one.
-    shutil.rmtree(target.path / "failures", ignore_errors=True)
-    (target.path / "failures").mkdir()
-    for _, picture, _ in evidence.worst:
-        shutil.copyfile(picture, target.path / "failures" / picture.name)
+    ship_pictures(target, pictures)
     dropout = config.train.modality_dropout
     info = {
         "name": args.name,

@@ -170,6 +170,30 @@ def test_the_incomplete_exam_card_carries_each_input_s_cross_validated_scores():
             assert cell == f"{stats['dice'][region]['mean']:.3f} ({change['mean']:+.3f} [{change['low']:+.3f}, {change['high']:+.3f}])"
 
 
+def test_every_model_beside_the_default_is_compared_with_the_default_model_s_setup():
+    """A card beside the default one says what choosing it costs against the setup that is the default today (a card
+    kept from before the default changed would compare with an older one)."""
+    source = json.loads((REPO / "benchmarks" / "results" / "real_cv.json").read_text())
+    default_model = _default_model()
+    assert default_model.info["cross_validation"]["setup"] == source["chosen"]
+    assert "versus_default" not in default_model.info["cross_validation"]
+    default = source["setups"][source["chosen"]]["per_case"]
+    beside = {name: model for name, model in packaged_models().items() if name != DEFAULT_MODEL}
+    assert {FIRST_STAGE_MODEL, INCOMPLETE_MODEL} <= set(beside)
+    for name, model in beside.items():
+        recorded = model.info["cross_validation"]
+        versus = recorded["versus_default"]
+        assert versus["setup"] == source["chosen"], name
+        own = source["setups"][recorded["setup"]]["per_case"]
+        card = model.run.model_card.read_text()
+        sentence = next(line for line in card.splitlines() if "paired per case against the setup of the default model" in line)
+        assert f"({source['chosen']}, same folds" in sentence, name
+        for region, stat in versus["dice"].items():
+            change = np.mean([own[case]["nested"][region][0] - default[case]["nested"][region][0] for case in own])
+            assert abs(stat["mean"] - change) < 1e-4, (name, region)
+            assert f"{region} {stat['mean']:+.3f} [{stat['low']:+.3f}, {stat['high']:+.3f}]" in sentence, (name, region)
+
+
 def _install_wheel(tmp_path: Path, extra_models: dict[str, Path] | None = None) -> tuple[list[str], Path]:
     """Build a wheel from a copy of the sources (a build writes build/ and egg-info beside them), with
     ``extra_models`` (name: packaged-model folder) added, and pip-install it into a folder: its names, the folder."""
