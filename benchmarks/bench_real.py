@@ -128,6 +128,7 @@ SETUPS: dict[str, Setup] = {
     "cascadecarved64cavity": Setup(synthetic=0, carved=1, reuses="cascadecarved64", fusion="cavity"),
     "cascadecarvedregion64": Setup(("--cascade", "--fusion", "mean", "--region-dice", "1"), carved=1, stage_one="preset64b"),
     "cascadecarvedsub64": Setup(("--cascade", "--fusion", "mean", "--extra-channel", "t1c-t1n"), carved=1, stage_one="preset64b"),
+    "transplantcarved64": Setup(synthetic=0, carved=1, reuses="cascadecarved64", fusion="mean", first="transplant64"),
 }
 """Setup name -> how it differs from ``train --preset cpu --val-fraction 0`` (the preset: 64^3, 40 epochs of
 32 steps of batch 2, AdamW 1e-3 cosine, multisite augmentation, label targets) plus the shipped
@@ -157,7 +158,8 @@ the first stage saw no tumour (``--fusion cavity``), where the first, blind to c
 ``cascadecarvedregion64`` trains cascadecarved64's second stage with a Dice over TC and WT added to its loss
 (``--region-dice 1``), aimed at the core it calls oedema; ``cascadecarvedsub64`` gives that second stage the
 T1c - T1n subtraction as a fifth sequence (``--extra-channel t1c-t1n``, as the 2024 runner-up did), where
-enhancement stands out from tissue bright on both."""
+enhancement stands out from tissue bright on both; ``transplantcarved64`` predicts with cascadecarved64's second
+stages over transplant64's first stages (trained with tumour transplants) instead of preset64b's."""
 
 INCOMPLETE_INPUTS: dict[str, tuple[str, ...]] = {
     "no-t1n": ("t1n",), "no-t1c": ("t1c",), "no-t2w": ("t2w",), "no-t2f": ("t2f",), "t1c+t2f": ("t1n", "t2w"),
