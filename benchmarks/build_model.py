@@ -397,10 +397,9 @@ def worst_pictures(cv: dict, name: str, cv_work: Path | None, data: Path, work: 
 
 
 def ship_pictures(target: RunFolder, pictures: list[Path]) -> None:
-    """The packaged model's failures/ holds ``pictures`` and nothing else: an earlier card's worst cases must not ship."""
+    """The packaged model's failures/ holds ``pictures`` (drawn elsewhere) and nothing else: an earlier card's worst
+    cases must not ship."""
     failures = target.path / "failures"
-    if sorted(failures.glob("*.png")) == sorted(pictures):
-        return
     shutil.rmtree(failures, ignore_errors=True)
     failures.mkdir()
     for picture in pictures:
@@ -416,11 +415,13 @@ def refresh_card(target: RunFolder, cv: dict, cv_work: Path | None, data: Path, 
     if name not in cv["setups"]:
         sys.exit(f"build_model: {target.path.name} was built from {name}, which results/real_cv.json no longer holds")
     shipped = [target.path / "failures" / f"real_cv_{case}.png" for case in worst_cases(cv["setups"][name], len(cv["overlays"]))]
-    pictures = shipped if all(p.exists() for p in shipped) else worst_pictures(cv, name, cv_work, data, work)
+    kept = all(p.exists() for p in shipped)
+    pictures = shipped if kept else worst_pictures(cv, name, cv_work, data, work)
     evidence = evidence_from_cross_validation(cv, name, pictures)
     if evidence.rules != target.rules():
         sys.exit(f"build_model: {target.rules_file} differs from the rules real_cv.json tuned for {name}: rebuild the model")
-    ship_pictures(target, pictures)
+    if not kept:
+        ship_pictures(target, pictures)
     info["cross_validation"] = evidence.scores
     write_text_atomic(target.path / INFO_FILE, json.dumps(info, indent=2) + "\n")
     write_text_atomic(target.model_card, model_card(info, evidence))
