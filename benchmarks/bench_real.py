@@ -54,6 +54,7 @@ from gliomaseg.postprocessing.rules import PostprocessRules, save_rules
 from gliomaseg.postprocessing.tuning import GRID, ValidationCase, load_validation_cases, starting_rules, tune_rules
 from gliomaseg.preprocessing.cache import cache_config, read_cached_case
 from gliomaseg.measurement.volumes import label_volumes_ml
+from gliomaseg.model.loading import LoadedModel
 from gliomaseg.visualization.overlays import plot_overlay
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "real-brats"
@@ -88,6 +89,8 @@ class Setup:
     """Predict with the mean over the 8 axis flips (``predict --tta``)."""
     first: str = ""
     """With ``reuses`` (a two-stage setup): this setup's run of the fold as the first stage, in place of the one it trained over."""
+    ensemble: tuple[str, ...] = ()
+    """With ``reuses``: these setups' runs of the fold predict beside it, as one ensemble (their probabilities averaged)."""
 
     def describe(self) -> str:
         parts = [" ".join(self.options) or "(the preset)"] + ([f"+ {self.synthetic} synthetic cases"] if self.synthetic else [])
@@ -97,6 +100,7 @@ class Setup:
             parts = [f"{self.reuses}'s runs"]
             parts += [f"with {self.first}'s run of the fold as the first stage"] if self.first else []
             parts += [FUSION_WORDS.get(self.fusion, f"the two stages fused by their {self.fusion}")] if self.fusion else []
+            parts += [f"averaged with {' and '.join(self.ensemble)}'s runs"] if self.ensemble else []
         parts += ["predicted with the 8 axis flips"] if self.tta else []
         return ", ".join(parts) if self.reuses else " ".join(parts)
 
@@ -129,6 +133,9 @@ SETUPS: dict[str, Setup] = {
     "cascadecarvedregion64": Setup(("--cascade", "--fusion", "mean", "--region-dice", "1"), carved=1, stage_one="preset64b"),
     "cascadecarvedsub64": Setup(("--cascade", "--fusion", "mean", "--extra-channel", "t1c-t1n"), carved=1, stage_one="preset64b"),
     "transplantcarved64": Setup(synthetic=0, carved=1, reuses="cascadecarved64", fusion="mean", first="transplant64"),
+    "cascadecarved64s1": Setup(("--cascade", "--fusion", "mean", "--seed", "1"), carved=1, stage_one="preset64b"),
+    "cascadecarved64x2": Setup(synthetic=0, carved=1, reuses="cascadecarved64", fusion="mean", ensemble=("cascadecarved64s1",)),
+    "cascadecarved64tta": Setup(synthetic=0, carved=1, reuses="cascadecarved64", fusion="mean", tta=True),
 }
 """Setup name -> how it differs from ``train --preset cpu --val-fraction 0`` (the preset: 64^3, 40 epochs of
 32 steps of batch 2, AdamW 1e-3 cosine, multisite augmentation, label targets) plus the shipped
@@ -159,7 +166,10 @@ the first stage saw no tumour (``--fusion cavity``), where the first, blind to c
 (``--region-dice 1``), aimed at the core it calls oedema; ``cascadecarvedsub64`` gives that second stage the
 T1c - T1n subtraction as a fifth sequence (``--extra-channel t1c-t1n``, as the 2024 runner-up did), where
 enhancement stands out from tissue bright on both; ``transplantcarved64`` predicts with cascadecarved64's second
-stages over transplant64's first stages (trained with tumour transplants) instead of preset64b's."""
+stages over transplant64's first stages (trained with tumour transplants) instead of preset64b's;
+``cascadecarved64s1`` trains cascadecarved64's second stage again with another seed (initialisation, sampling and
+augmentation), and ``cascadecarved64x2`` predicts with both second stages as one ensemble, their probabilities averaged;
+``cascadecarved64tta`` predicts with cascadecarved64's runs, both stages averaged over the 8 axis flips (``predict --tta``)."""
 
 INCOMPLETE_INPUTS: dict[str, tuple[str, ...]] = {
     "no-t1n": ("t1n",), "no-t1c": ("t1c",), "no-t2w": ("t2w",), "no-t2f": ("t2f",), "t1c+t2f": ("t1n", "t2w"),
@@ -242,16 +252,12 @@ def run_fold(data: Path, setup: str, fold: int, splits: list[dict[str, list[str]
         return
     spec = SETUPS[setup]
     held_out = _linked_cases(data, split["val"], fold_dir / "held_out")
-    run_dir = _reused_run(fold_dir, spec) if spec.reuses else _train_fold(data, setup, fold, split, work, seed)
+    if spec.reuses:
+        _record_reused_training(fold_dir, setup)
+    else:
+        _train_fold(data, setup, fold, split, work, seed)
     started = time.perf_counter()
-    model = load_model(run_dir, "cpu", postprocess=False)
-    if spec.fusion:
-        model.config = replace(model.config, train=replace(model.config.train, fusion=spec.fusion))
-    if model.stage_one is not None:
-        first = spec.first or SETUPS[spec.reuses or setup].stage_one
-        if spec.first:
-            model.stage_one = load_model(work / first / f"fold{fold}" / "run", "cpu", postprocess=False)
-        model.stage_one.rules = nested_rules(work, first, fold, len(splits))
+    model = prediction_models(work, setup, fold, len(splits))
     predict(held_out, fold_dir / "pred", model, quiet=True, fail_fast=True, flip_tta=spec.tta)
     _record_seconds(fold_dir, "predict_s", time.perf_counter() - started)
     if spec.carved:
@@ -265,8 +271,8 @@ def run_fold(data: Path, setup: str, fold: int, splits: list[dict[str, list[str]
     archive_fold(fold_dir, archive_path(RESULTS, setup, fold), fold_box_fraction(fold_dir, setup))
 
 
-def _train_fold(data: Path, setup: str, fold: int, split: dict[str, list[str]], work: Path, seed: int) -> Path:
-    """``gliomaseg train`` on the fold's training cases (resumed where a killed run left off): its run folder."""
+def _train_fold(data: Path, setup: str, fold: int, split: dict[str, list[str]], work: Path, seed: int) -> None:
+    """``gliomaseg train`` on the fold's training cases into the fold's ``run`` folder (resumed where a killed run left off)."""
     spec, fold_dir = SETUPS[setup], work / setup / f"fold{fold}"
     train_dir = _linked_cases(data, split["train"], fold_dir / "train")
     if spec.carved:
@@ -291,18 +297,43 @@ def _train_fold(data: Path, setup: str, fold: int, split: dict[str, list[str]], 
         subprocess.run(command, check=True)
     finally:
         _record_seconds(fold_dir, "train_s", time.perf_counter() - started)
-    return run_dir
 
 
-def _reused_run(fold_dir: Path, spec: Setup) -> Path:
-    """The run of the fold that ``spec`` predicts with but did not train (its training time is recorded as its own)."""
-    reused = fold_dir.parent.parent / spec.reuses / fold_dir.name
-    if not (reused / "done.json").exists() or not (reused / "run").is_dir():
-        raise SystemExit(f"{fold_dir}: needs {spec.reuses}'s trained run of the fold on this machine ({reused})")
+def _record_reused_training(fold_dir: Path, setup: str) -> None:
+    """Checks that the runs of the fold that ``setup`` predicts with but did not train (:func:`trained_setups`) are
+    done; their training time, added up, is recorded as its own."""
+    reused = [fold_dir.parent.parent / name / fold_dir.name for name in trained_setups(setup)]
+    for folder in reused:
+        if not (folder / "done.json").exists() or not (folder / "run").is_dir():
+            raise SystemExit(f"{fold_dir}: needs {folder.parent.name}'s trained run of the fold on this machine ({folder})")
     if not (fold_dir / "timing.json").exists():
-        timing = json.loads((reused / "timing.json").read_text())
-        _record_seconds(fold_dir, "train_s", timing["train_s"], training_cpus(timing))
-    return reused / "run"
+        for folder in reused:
+            timing = json.loads((folder / "timing.json").read_text())
+            _record_seconds(fold_dir, "train_s", timing["train_s"], training_cpus(timing))
+
+
+def trained_setups(setup: str) -> tuple[str, ...]:
+    """The setups whose runs of a fold ``setup`` predicts with: its own, or those it reuses (an ensemble's, all)."""
+    spec = SETUPS[setup]
+    return (spec.reuses, *spec.ensemble) if spec.reuses else (setup,)
+
+
+def prediction_models(work: Path, setup: str, fold: int, folds: int) -> list[LoadedModel]:
+    """The runs ``setup`` predicts fold ``fold``'s held-out cases with, unprocessed: with its fusion, and a
+    two-stage run's first stage (``first``'s run of the fold, else the one it trained over) gated by that stage's
+    nested rules. Several are an ensemble."""
+    spec, models = SETUPS[setup], []
+    for trained in trained_setups(setup):
+        model = load_model(work / trained / f"fold{fold}" / "run", "cpu", postprocess=False)
+        if spec.fusion:
+            model.config = replace(model.config, train=replace(model.config.train, fusion=spec.fusion))
+        if model.stage_one is not None:
+            first = spec.first or SETUPS[trained].stage_one
+            if spec.first:
+                model.stage_one = load_model(work / first / f"fold{fold}" / "run", "cpu", postprocess=False)
+            model.stage_one.rules = nested_rules(work, first, fold, folds)
+        models.append(model)
+    return models
 
 
 TUMOUR_REGIONS = [r for r in REGIONS if r != "RC"]

@@ -19,11 +19,11 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 BENCHMARKS = {
     "real_cv": ("Real tumours: which setup, cross-validated",
-                "`benchmarks/bench_real.py run|summarise`: every real case held out once (4 folds by patient), each setup trained "
-                "with `gliomaseg train --preset cpu` as a user runs it, scored with the official 2024 lesion-wise protocol. "
-                "Of the setups it compares, only the 64^3 preset (the packaged model's) has been run over all 28 cases, about 70 "
-                "minutes of training a fold on 2 AVX2 cores; the others (finer grid, patches, longer training, region targets, "
-                "T1c-T1n channel, no synthetic cases) wait for a GPU."),
+                "`benchmarks/bench_real.py run|summarise`: every real case held out once (4 folds by patient), each setup "
+                "trained with `gliomaseg train --preset cpu` and its own options as a user runs it (or predicting with another "
+                "setup's runs another way: a fusion, the axis flips, an ensemble), scored with the official 2024 lesion-wise "
+                "protocol, raw and with post-processing rules tuned on the other folds. Each row names its training minutes a "
+                "fold and the CPU they were measured on; the chosen setup is the packaged default model's."),
     "carved": ("Resection cavities carved into real anatomy", "`benchmarks/bench_carved.py`: the packaged model on cavities "
                "carved (`gliomaseg synth --from`) into the bundled real cases, which it never trained on, and on their "
                "pre-operative hosts."),
@@ -31,6 +31,9 @@ BENCHMARKS = {
                     "of a candidate done so far, per case against a cross-validated setup on the same folds (raw predictions, "
                     "and both cleaned by the baseline's rules of each fold), with paired bootstrap intervals; a screen decides "
                     "what to drop early, not what ships."),
+    "core_weight": ("Real tumours: the core's probability weighted before the arg-max", "`benchmarks/bench_core_weight.py`: "
+                    "the chosen setup's held-out probabilities with the NETC probability scaled before the arg-max, each fold "
+                    "cleaned by its nested rules; the weight each fold is scored with is chosen on the other folds' cases."),
     "predict": ("Prediction speed", "`benchmarks/bench_predict.py`: one 240x240x155 case, load to label map on disk, 2 CPU cores."),
     "journey": ("One raw exam, start to finish", "`benchmarks/bench_journey.py`: prepare, predict with the packaged model, score."),
     "backends": ("Inference engines", "`benchmarks/bench_backends.py`: the packaged model's forward pass in torch and ONNX Runtime."),
