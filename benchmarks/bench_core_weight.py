@@ -18,6 +18,7 @@ from weight 1 with a 95 % bootstrap interval over cases.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +39,9 @@ Scores = dict[str, dict[str, float]]
 """Weight (as text) -> region -> lesion-wise Dice of one case."""
 
 
-def weighted_scores(probabilities: torch.Tensor, case: LoadedCase, decode, rules: PostprocessRules) -> Scores:
-    """The case's lesion-wise Dice per region for each of WEIGHTS on its NETC probability."""
+def weighted_scores(probabilities: torch.Tensor, case: LoadedCase, decode: Callable[[torch.Tensor], torch.Tensor],
+                    rules: PostprocessRules) -> Scores:
+    """The case's lesion-wise Dice per region for each of WEIGHTS on its NETC probability (``decode``: the runs' targets')."""
     scores = {}
     for weight in WEIGHTS:
         scaled = probabilities.clone()

@@ -257,16 +257,16 @@ def run_fold(data: Path, setup: str, fold: int, splits: list[dict[str, list[str]
     else:
         _train_fold(data, setup, fold, split, work, seed)
     started = time.perf_counter()
-    model = prediction_models(work, setup, fold, len(splits))
-    predict(held_out, fold_dir / "pred", model, quiet=True, fail_fast=True, flip_tta=spec.tta)
+    models = prediction_models(work, setup, fold, len(splits))
+    predict(held_out, fold_dir / "pred", models, quiet=True, fail_fast=True, flip_tta=spec.tta)
     _record_seconds(fold_dir, "predict_s", time.perf_counter() - started)
     if spec.carved:
         _carve_held_out(held_out, fold_dir / "held_out_carved", seed)
-        predict(fold_dir / "held_out_carved", fold_dir / "pred_carved", model, quiet=True, fail_fast=True, flip_tta=spec.tta)
+        predict(fold_dir / "held_out_carved", fold_dir / "pred_carved", models, quiet=True, fail_fast=True, flip_tta=spec.tta)
     if spec.incomplete:
         for name, removed in INCOMPLETE_INPUTS.items():
             folder = without_sequences(held_out, removed, fold_dir / f"held_out_{name}")
-            predict(folder, fold_dir / f"pred_{name}", model, quiet=True, fail_fast=True, flip_tta=spec.tta)
+            predict(folder, fold_dir / f"pred_{name}", models, quiet=True, fail_fast=True, flip_tta=spec.tta)
     (fold_dir / "done.json").write_text(json.dumps({"setup": setup, "fold": fold, "setup_spec": spec.describe(), **split}, indent=2) + "\n")
     archive_fold(fold_dir, archive_path(RESULTS, setup, fold), fold_box_fraction(fold_dir, setup))
 
