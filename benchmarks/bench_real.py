@@ -11,8 +11,9 @@ post-processing. A killed run is resumed from its last checkpoint (``train --res
 finished fold is skipped. Runs live in ``W/<setup>/fold<K>/``, outside the work tree.
 
 ``bench_real.py screen --work W --setups S`` scores the folds of S done so far against preset64's per-case
-scores in ``results/real_cv.json`` (raw predictions, paired per case): to drop a candidate early, before
-all its folds are run. Writes ``results/real_screen.{json,md}``.
+scores in ``results/real_cv.json`` (raw predictions, paired per case; ``--baseline`` another setup): to drop a
+candidate early, before all its folds are run. ``--inputs-baseline`` pairs a setup's incomplete inputs with another's
+on the same input (the model for incomplete exams). Writes ``results/real_screen.{json,md}``.
 
 Every finished fold is archived into ``results/real_cv_folds/`` (its held-out predictions, a few kB a case:
 ``fold_archive``), and ``run``, ``screen`` and ``summarise`` rebuild the folds this machine lacks from there, so
@@ -91,6 +92,9 @@ class Setup:
     """With ``reuses`` (a two-stage setup): this setup's run of the fold as the first stage, in place of the one it trained over."""
     ensemble: tuple[str, ...] = ()
     """With ``reuses``: these setups' runs of the fold predict beside it, as one ensemble (their probabilities averaged)."""
+    gate: str = ""
+    """A two-stage setup's first stage is gated by this setup's nested rules of the fold in place of its own: for a
+    first stage trained again on a few folds (its other folds not run), the rules of the setup it is a twin of."""
 
     def describe(self) -> str:
         parts = [" ".join(self.options) or "(the preset)"] + ([f"+ {self.synthetic} synthetic cases"] if self.synthetic else [])
@@ -136,6 +140,9 @@ SETUPS: dict[str, Setup] = {
     "cascadecarved64s1": Setup(("--cascade", "--fusion", "mean", "--seed", "1"), carved=1, stage_one="preset64b"),
     "cascadecarved64x2": Setup(synthetic=0, carved=1, reuses="cascadecarved64", fusion="mean", ensemble=("cascadecarved64s1",)),
     "cascadecarved64tta": Setup(synthetic=0, carved=1, reuses="cascadecarved64", fusion="mean", tta=True),
+    "dropout64b": Setup(("--modality-dropout", "0.2")),
+    "cascadecarveddrop64": Setup(("--cascade", "--fusion", "mean", "--modality-dropout", "0.2"), carved=1, stage_one="dropout64b",
+                                 incomplete=True, gate="dropout64"),
 }
 """Setup name -> how it differs from ``train --preset cpu --val-fraction 0`` (the preset: 64^3, 40 epochs of
 32 steps of batch 2, AdamW 1e-3 cosine, multisite augmentation, label targets) plus the shipped
@@ -169,7 +176,10 @@ enhancement stands out from tissue bright on both; ``transplantcarved64`` predic
 stages over transplant64's first stages (trained with tumour transplants) instead of preset64b's;
 ``cascadecarved64s1`` trains cascadecarved64's second stage again with another seed (initialisation, sampling and
 augmentation), and ``cascadecarved64x2`` predicts with both second stages as one ensemble, their probabilities averaged;
-``cascadecarved64tta`` predicts with cascadecarved64's runs, both stages averaged over the 8 axis flips (``predict --tta``)."""
+``cascadecarved64tta`` predicts with cascadecarved64's runs, both stages averaged over the 8 axis flips (``predict --tta``);
+``dropout64b`` trains dropout64 again (its runs are the first stages of the next setup, and dropout64's are gone), and
+``cascadecarveddrop64`` is cascadecarved64's second stage trained with dropout64's modality dropout over it, gated by
+dropout64's nested rules: one two-stage model for complete and incomplete exams, scored on every input a clinic sends."""
 
 INCOMPLETE_INPUTS: dict[str, tuple[str, ...]] = {
     "no-t1n": ("t1n",), "no-t1c": ("t1c",), "no-t2w": ("t2w",), "no-t2f": ("t2f",), "t1c+t2f": ("t1n", "t2w"),
@@ -331,7 +341,7 @@ def prediction_models(work: Path, setup: str, fold: int, folds: int) -> list[Loa
             first = spec.first or SETUPS[trained].stage_one
             if spec.first:
                 model.stage_one = load_model(work / first / f"fold{fold}" / "run", "cpu", postprocess=False)
-            model.stage_one.rules = nested_rules(work, first, fold, folds)
+            model.stage_one.rules = nested_rules(work, spec.gate or first, fold, folds)
         models.append(model)
     return models
 
@@ -644,20 +654,28 @@ def summarise(args: argparse.Namespace) -> None:
                                         "paired_by_fold": by_fold, "overlays": overlays}, lines)
 
 
-def _fold_screen(fold_dir: Path, fold: int, rules: PostprocessRules) -> tuple[dict[str, dict], dict[str, dict]]:
+def _fold_screen(fold_dir: Path, fold: int, rules: PostprocessRules,
+                 input_rules: PostprocessRules | None = None) -> tuple[dict[str, dict], dict[str, dict]]:
     """One done fold's held-out scores per case, raw and after ``rules`` (the baseline's nested rules of the fold),
-    with every incomplete input predicted; and RC on its carved cases."""
+    with every incomplete input predicted (raw, and after ``input_rules`` when given: the inputs baseline's nested
+    rules of the fold, on the full input too); and RC on its carved cases."""
     per_case: dict[str, dict] = {}
     cases = load_validation_cases(fold_dir / "pred", fold_dir / "held_out")
     (scores, found), (cleaned, cleaned_found) = _case_scores(cases, PostprocessRules()), _case_scores(cases, rules)
     for case_id, regions in scores.items():
         per_case[case_id] = {"fold": fold, "raw": regions, "baseline_rules": cleaned[case_id], "cavity_ml": found[case_id]["cavity_ml"],
                              "cavity_ml_baseline_rules": cleaned_found[case_id]["cavity_ml"]}
-    for name in INCOMPLETE_INPUTS:
-        if (fold_dir / f"pred_{name}").is_dir():
-            incomplete, _ = _case_scores(load_validation_cases(fold_dir / f"pred_{name}", fold_dir / "held_out"), PostprocessRules())
-            for case_id, regions in incomplete.items():
-                per_case[case_id].setdefault("inputs", {})[name] = regions
+    inputs = [name for name in INCOMPLETE_INPUTS if (fold_dir / f"pred_{name}").is_dir()]
+    if inputs and input_rules is not None:
+        for case_id, regions in _case_scores(cases, input_rules)[0].items():
+            per_case[case_id]["inputs_baseline_rules"] = {"all four": regions}
+    for name in inputs:
+        incomplete = load_validation_cases(fold_dir / f"pred_{name}", fold_dir / "held_out")
+        for case_id, regions in _case_scores(incomplete, PostprocessRules())[0].items():
+            per_case[case_id].setdefault("inputs", {})[name] = regions
+        if input_rules is not None:
+            for case_id, regions in _case_scores(incomplete, input_rules)[0].items():
+                per_case[case_id]["inputs_baseline_rules"][name] = regions
     carved: dict[str, dict] = {}
     if (fold_dir / "pred_carved").is_dir():
         carved = {case_id: {"fold": fold, "rc": raw_rc, "rc_baseline_rules": cleaned_rc}
@@ -670,19 +688,23 @@ def _paired(per_case: dict[str, dict], score: Callable[[dict], float], reference
     return interval([score(entry) - reference(case_id, entry) for case_id, entry in per_case.items()])
 
 
-def screen_setup(setup: str, work: Path, folds: int, baseline_name: str, baseline: dict) -> dict | None:
+def screen_setup(setup: str, work: Path, folds: int, baseline_name: str, baseline: dict,
+                 inputs_baseline: tuple[str, dict] | None = None) -> dict | None:
     """A setup's held-out scores on the folds done so far, per case against ``baseline``'s (its entry in
     results/real_cv.json): raw against raw, and with the baseline's nested rules of each fold on both (the same
     post-processing for the two, so a screen of some folds sees the setup as it would be cleaned); with carved
-    held-out cases, their RC; with incomplete inputs, each one's scores and its paired change from the full input.
-    None before any fold is done."""
+    held-out cases, their RC; with incomplete inputs, each one's scores and its paired change from the full input,
+    and, given ``inputs_baseline`` (a setup's name and entry with incomplete inputs, e.g. the model shipped for
+    incomplete exams), each input's paired change from that setup's on the same input, both cleaned by its nested
+    rules of the fold. None before any fold is done."""
     done = [k for k in range(folds) if (work / setup / f"fold{k}" / "done.json").exists()]
     per_case: dict[str, dict] = {}
     carved: dict[str, dict] = {}
     reference = baseline["per_case"]
     for k in done:
         fold_rules = PostprocessRules.from_dict(baseline["nested_rules"][k])
-        fold_cases, fold_carved = _fold_screen(work / setup / f"fold{k}", k, fold_rules)
+        input_rules = PostprocessRules.from_dict(inputs_baseline[1]["nested_rules"][k]) if inputs_baseline else None
+        fold_cases, fold_carved = _fold_screen(work / setup / f"fold{k}", k, fold_rules, input_rules)
         per_case.update(fold_cases)
         carved.update(fold_carved)
     if not per_case:
@@ -694,6 +716,15 @@ def screen_setup(setup: str, work: Path, folds: int, baseline_name: str, baselin
             inputs[name] = {"cases": len(scored), "dice": {g: interval([e["inputs"][name][g][0] for e in scored.values()]) for g in REGIONS},
                             "change_from_full": {g: _paired(scored, lambda e, g=g, n=name: e["inputs"][n][g][0],
                                                             lambda c, e, g=g: e["raw"][g][0]) for g in REGIONS}}
+    against_inputs = None
+    if inputs_baseline and inputs:
+        name_b, entry_b = inputs_baseline
+        theirs = {c: {"all four": e["nested"], **e["inputs"]} for c, e in entry_b["per_case"].items()}
+        against_inputs = {"setup": name_b, "inputs": {
+            name: {"ours": {g: interval([e["inputs_baseline_rules"][name][g][0] for e in per_case.values()]) for g in REGIONS},
+                   "change": {g: _paired(per_case, lambda e, g=g, n=name: e["inputs_baseline_rules"][n][g][0],
+                                         lambda c, e, g=g, n=name: theirs[c][n][g][0]) for g in REGIONS}}
+            for name in ("all four", *inputs)}}
     return {"setup": SETUPS[setup].describe(), "baseline": baseline_name, "folds_done": sorted({e["fold"] for e in per_case.values()}),
             "cases": len(per_case),
             "dice_raw": {g: interval([e["raw"][g][0] for e in per_case.values()]) for g in REGIONS},
@@ -708,7 +739,7 @@ def screen_setup(setup: str, work: Path, folds: int, baseline_name: str, baselin
             "carved_rc_dice": interval([e["rc"] for e in carved.values()]) if carved else None,
             "carved_rc_dice_baseline_rules": interval([e["rc_baseline_rules"] for e in carved.values()]) if carved else None,
             "carved_rc_per_case": carved,
-            "inputs": inputs, "per_case": per_case}
+            "inputs": inputs, "against_inputs_baseline": against_inputs, "per_case": per_case}
 
 
 def _gain_cell(stat: dict[str, float]) -> str:
@@ -726,13 +757,15 @@ def _screen_row(name: str, r: dict, kind: str, baseline_cavities: str, carved_rc
 
 
 def screen(args: argparse.Namespace) -> None:
-    baseline = json.loads((RESULTS / "real_cv.json").read_text())["setups"][args.baseline]
+    summaries = json.loads((RESULTS / "real_cv.json").read_text())["setups"]
+    baseline = summaries[args.baseline]
+    inputs_baseline = (args.inputs_baseline, summaries[args.inputs_baseline]) if args.inputs_baseline else None
     path = RESULTS / "real_screen.json"
     # a setup screened before fold archives existed (its runs gone) keeps its entry
     results = json.loads(path.read_text())["setups"] if path.exists() else {}
     # the baseline itself, when run again, is screened against its own archived scores: run-to-run noise
     results.update({setup: r for setup in args.setups
-                    if (r := screen_setup(setup, args.work, args.folds, args.baseline, baseline)) is not None})
+                    if (r := screen_setup(setup, args.work, args.folds, args.baseline, baseline, inputs_baseline)) is not None})
     if not results:
         sys.exit(f"bench_real: no fold of {', '.join(args.setups)} is done in {args.work}")
     lines = ["Screens against a baseline on the same patient-wise folds (seed "
@@ -761,6 +794,13 @@ def screen(args: argparse.Namespace) -> None:
             for input_name, stats in r["inputs"].items():
                 lines.append(f"| {input_name} | {stats['cases']} | " + " | ".join(
                     f"{stats['dice'][g]['mean']:.3f} ({_gain_cell(stats['change_from_full'][g])})" for g in TUMOUR_REGIONS) + " |")
+        if r.get("against_inputs_baseline"):
+            other = r["against_inputs_baseline"]
+            lines += ["", f"{name} against {other['setup']} on each input, both cleaned by {other['setup']}'s nested rules of "
+                      f"each fold: lesion-wise Dice, and the paired change from {other['setup']} on the same cases and input.", "",
+                      "| input | " + " | ".join(TUMOUR_REGIONS) + " |", "|---|" + "---|" * len(TUMOUR_REGIONS)]
+            lines += [f"| {input_name} | " + " | ".join(f"{stats['ours'][g]['mean']:.3f} ({_gain_cell(stats['change'][g])})"
+                                                       for g in TUMOUR_REGIONS) + " |" for input_name, stats in other["inputs"].items()]
     headline = {name: {g: r["paired_gain_raw"][g]["mean"] for g in TUMOUR_REGIONS} for name, r in results.items()}
     write_results("real_screen", headline, {"setups": results}, lines)
 
@@ -780,6 +820,9 @@ def main() -> None:
             step.add_argument("--worst", type=int, default=4, help="overlays of this many of the chosen setup's worst cases")
         if name in ("screen", "summarise"):
             step.add_argument("--baseline", default="preset64", help="the setup of results/real_cv.json to pair against")
+        if name == "screen":
+            step.add_argument("--inputs-baseline", choices=list(SETUPS),
+                              help="a setup of results/real_cv.json with incomplete inputs to pair each input against")
         if name == "run":
             step.add_argument("--only", type=int, nargs="+", help="run only these folds (default: every one)")
     args = parser.parse_args()

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from gliomaseg.cli import app
 from gliomaseg.config import ExperimentConfig, PreprocessConfig, TrainConfig
 from gliomaseg.errors import InputError
-from gliomaseg.inference.predictor import native_probabilities
+from gliomaseg.inference.predictor import accepts_missing_sequences, native_probabilities
 from gliomaseg.inference.two_stage import GATE_MM, OVERLAP, stage_one_tumour
 from gliomaseg.io.cases import load_case, read_case_folder
 from gliomaseg.io.nifti import save_image, save_label_map
@@ -202,6 +202,19 @@ class CountedCubes(torch.nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         self.cubes += image.shape[0]
         return self.network(image)
+
+
+def test_a_two_stage_model_takes_an_incomplete_exam_only_when_both_stages_learned_without_sequences():
+    """The first stage reads the same zero-filled sequences and gates the second: a dropout second stage over a
+    first stage trained on complete exams must still be refused an incomplete one."""
+    def with_dropout(model: LoadedModel, rate: float) -> LoadedModel:
+        return replace(model, config=replace(model.config, train=replace(model.config.train, modality_dropout=rate)))
+
+    model = two_stages()
+    neither, second_only = with_dropout(model, 0.0), with_dropout(model, 0.2)
+    both = replace(second_only, stage_one=with_dropout(model.stage_one, 0.2))
+    assert [accepts_missing_sequences([m]) for m in (neither, second_only, both)] == [False, False, True]
+    assert accepts_missing_sequences([with_dropout(model.stage_one, 0.2)])
 
 
 def test_stage_two_s_sliding_window_cubes_share_a_quarter_of_their_side(rim_case):

@@ -75,8 +75,10 @@ def missing_sequences_path(out_dir: Path, case_id: str) -> Path:
 
 
 def accepts_missing_sequences(models: Sequence[LoadedModel]) -> bool:
-    """Only models trained with modality dropout have seen zeros where a sequence was."""
-    return all(m.config.train.modality_dropout > 0 for m in models)
+    """Only models trained with modality dropout have seen zeros where a sequence was: a two-stage model's first stage
+    too, which reads the same zero-filled sequences and gates its second."""
+    return all(m.config.train.modality_dropout > 0 and (m.stage_one is None or accepts_missing_sequences([m.stage_one]))
+               for m in models)
 
 
 def _record_missing(case: LoadedCase, models: Sequence[LoadedModel], out_dir: Path) -> None:
