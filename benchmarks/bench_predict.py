@@ -8,7 +8,8 @@ stage by stage as well (the median of 3). Peer, in the same run on the same case
 SegResNet with sliding-window inference over the whole native volume (roi 128^3,
 overlap 0.5), with its own load, z-score and write. Each side runs in its own
 process so its peak RSS is its own.
-Writes ``results/predict.{json,md}``; the last stdout line is
+Writes ``results/predict.{json,md}`` (``--results NAME``: ``results/NAME.{json,md}``, for a model beside the default
+one, whose card reads ``results/predict_<model>.json``); the last stdout line is
 ``{"s_per_case": ..., "peer_s_per_case": ..., "ratio": ..., "peak_rss_gb": ...}``.
 """
 
@@ -129,6 +130,7 @@ def main() -> None:
     parser.add_argument("--model", help="packaged model name, run folder or checkpoint (default: the packaged model)")
     parser.add_argument("--recipe", action="store_true", help="time an untrained network of the baseline recipe (160^3) instead")
     parser.add_argument("--synthetic", type=int, default=1, help="synthetic cases (182x218x182) besides the bundled real ones")
+    parser.add_argument("--results", default="predict", help="results/NAME.{json,md} to write (default: predict)")
     parser.add_argument("--part", choices=["ours", "peer"], help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("cases", nargs="*", help=argparse.SUPPRESS)
@@ -177,7 +179,7 @@ def main() -> None:
         "|---|---|",
         *(f"| {name} | {seconds:.3f} |" for name, seconds in ours["stages"].items()),
     ]
-    write_results("predict", headline, {"model": model, "ours": ours, "peer": peer}, table)
+    write_results(args.results, headline, {"model": model, "ours": ours, "peer": peer}, table)
 
 
 if __name__ == "__main__":

@@ -180,7 +180,8 @@ augmentation), and ``cascadecarved64x2`` predicts with both second stages as one
 ``dropout64b`` trains dropout64 again (its runs are the first stages of the next setup, and dropout64's are gone), and
 ``cascadecarveddrop64`` is cascadecarved64's second stage trained with dropout64's modality dropout over it, gated by
 dropout64's nested rules: meant as one two-stage model for complete and incomplete exams, scored on every input a clinic
-sends (benchmark-notes: it costs the complete exam more than the incomplete-exam issue allows)."""
+sends; it costs the complete exam more than the incomplete-exam issue allows, so it ships only for incomplete exams
+(benchmark-notes)."""
 
 INCOMPLETE_INPUTS: dict[str, tuple[str, ...]] = {
     "no-t1n": ("t1n",), "no-t1c": ("t1c",), "no-t2w": ("t2w",), "no-t2f": ("t2f",), "t1c+t2f": ("t1n", "t2w"),

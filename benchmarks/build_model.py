@@ -45,7 +45,7 @@ from gliomaseg.io.atomic import write_text_atomic
 from gliomaseg.io.cases import find_case_folders
 from gliomaseg.labels import REGIONS
 from gliomaseg.model.checkpoint import load_checkpoint, save_checkpoint
-from gliomaseg.model.packaged import DEFAULT_MODEL, INFO_FILE, MODELS_DIR
+from gliomaseg.model.packaged import DEFAULT_MODEL, INCOMPLETE_MODEL, INFO_FILE, MODELS_DIR, resolve_model
 from gliomaseg.model.run_folder import RunFolder
 from gliomaseg.postprocessing.rules import PostprocessRules
 
@@ -100,9 +100,18 @@ def training_options(trained: Setup, fusion: str) -> list[str]:
     return options
 
 
+def first_stage_provenance(run: RunFolder) -> dict:
+    """Where the rules of a two-stage run's first stage come from: the model it was trained over (``train --stage-one``),
+    with what that model's own rules file says they were tuned on."""
+    source = run.load_config().train.stage_one
+    shipped = RunFolder(resolve_model(source)).rules_file
+    tuned_on = json.loads(shipped.read_text()).get("tuned_on", {}) if shipped.exists() else {}
+    return {"copied_from": source, **tuned_on}
+
+
 def export(run: RunFolder, target: RunFolder, rules: PostprocessRules, provenance: dict) -> None:
     """The run cut to what prediction needs: float16 weights and the config in best.pt, config.json, the rules;
-    a two-stage model's first stage (stage_one/) cut the same way inside it."""
+    a two-stage model's first stage (stage_one/) cut the same way inside it, its rules named as its own."""
     state = load_checkpoint(run.checkpoint())
     weights = {k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()}
     target.path.mkdir(parents=True, exist_ok=True)
@@ -111,7 +120,7 @@ def export(run: RunFolder, target: RunFolder, rules: PostprocessRules, provenanc
     target.save_rules(rules, provenance)
     first = RunFolder(run.stage_one_dir)
     if first.best_checkpoint.exists():
-        export(first, RunFolder(target.stage_one_dir), first.rules(), provenance)
+        export(first, RunFolder(target.stage_one_dir), first.rules(), first_stage_provenance(run))
 
 
 def synthetic_scores(target: RunFolder, work: Path) -> dict[str, float]:
@@ -163,6 +172,10 @@ def evidence_from_cross_validation(cv: dict, name: str, pictures: list[Path]) ->
            "BraTS 2024 lesion-wise protocol on the native grid. Mean over cases with a 95 % bootstrap interval over cases (RC left "
            "out: these cases have none; cavities predicted on them are under failure modes). The shipped model is trained on all "
            "of them. Every setup compared, per case: `benchmarks/results/real_cv.md` in the source repository.")
+    setup = SETUPS[name]
+    if setup.gate:  # the cross-validation's first stages were a twin's runs; the shipped one is the twin's setup on every case
+        how += (f" Its first stage in each fold was {setup.stage_one}'s run, the setup of {setup.gate} trained again, and {setup.gate}'s "
+                f"rules of the fold gated it; the shipped first stage is {setup.gate}'s setup trained on every case, with its own rules.")
     worst = []
     for picture in pictures:
         case = picture.name[len("real_cv_"):-len(".png")]
@@ -215,8 +228,12 @@ def versus_default_section(info: dict) -> list[str]:
     versus = info["cross_validation"].get("versus_default")
     if not versus:
         return []
-    use = ("`predict` without `--model` gives complete exams to the default model and only exams missing a sequence to this one"
-           if info.get("modality_dropout") else f"`predict` uses it only when asked (`--model {info['name']}`)")
+    if info["name"] == INCOMPLETE_MODEL:
+        use = "`predict` without `--model` gives complete exams to the default model and only exams missing a sequence to this one"
+    else:
+        use = f"`predict` uses it only when asked (`--model {info['name']}`)" + (
+            f", for a complete exam or one missing a sequence (without `--model`, `predict` gives the latter to {INCOMPLETE_MODEL})"
+            if info.get("modality_dropout") else "")
     return [f"On complete exams, paired per case against the setup of the default model ({versus['setup']}, same folds, "
             "nested post-processing), its lesion-wise Dice changes by " + ", ".join(
                 f"{r} {versus['dice'][r]['mean']:+.3f} [{versus['dice'][r]['low']:+.3f}, {versus['dice'][r]['high']:+.3f}]"
@@ -364,18 +381,27 @@ def _second_stage(config: ExperimentConfig) -> str:
             "searches the whole brain box.")
 
 
-def speed_paragraph(name: str, predict_result: dict, journey: dict | None) -> str:
-    """The card's speed paragraph, every number read from ``results/predict.json`` (and ``journey.json`` when it
-    timed this model), which must have timed model ``name``."""
-    if predict_result.get("model") != name:
-        sys.exit(f"build_model: results/predict.json timed {predict_result.get('model', 'another model')}, not {name}: "
-                 f"run bench_predict.py --model {name} and build again (the run is kept)")
+def predict_timing(name: str) -> tuple[dict, str]:
+    """The timing of model ``name`` and its table's name: ``results/predict.json`` (the default model's, kept there for
+    the README) or, for a model beside it, ``results/predict_<name>.json``; the build stops when neither timed it."""
+    for source in ("predict", f"predict_{name}"):
+        path = RESULTS / f"{source}.json"
+        if path.exists() and (result := json.loads(path.read_text())).get("model") == name:
+            return result, f"{source}.md"
+    sys.exit(f"build_model: neither results/predict.json nor results/predict_{name}.json timed {name}: run bench_predict.py "
+             f"--model {name} (--results predict_{name} for a model beside the default) and build again (the run is kept)")
+
+
+def speed_paragraph(predict_result: dict, table: str, journey: dict | None) -> str:
+    """The card's speed paragraph, every number read from ``predict_result`` (a bench_predict result, whose table is
+    ``results/<table>``) and ``journey`` when it timed the same model."""
+    name = predict_result["model"]
     seconds = predict_result["ours"]["seconds"]
     headline = predict_result["headline"]
     text = (f"On {predict_result['machine']} (no GPU): {headline['s_per_case']:.1f} s per case on average over {len(seconds)} cases "
             f"({min(seconds.values()):.1f}-{max(seconds.values()):.1f} s; the first case of a process pays its one-time set-up), "
             f"peak memory {headline['peak_rss_gb']:.2f} GB, {headline['ratio']:.0f}x faster than MONAI's SegResNet sliding window "
-            "in the same run (`benchmarks/results/predict.md`).")
+            f"in the same run (`benchmarks/results/{table}`).")
     if journey and journey["model"] == name:
         steps = journey["steps"]
         text += (f" From a raw exam ({journey['machine']}): `prepare` {steps['prepare']['seconds']:.0f} s, then `predict --native` "
@@ -473,7 +499,7 @@ def main() -> None:
     export(run, target, evidence.rules, evidence.rules_provenance)
     # before the synthetic scoring: a predict.json of another model stops the build here, once the exported model
     # exists for bench_predict to time
-    speed = speed_paragraph(args.name, json.loads((RESULTS / "predict.json").read_text()),
+    speed = speed_paragraph(*predict_timing(args.name),
                             json.loads(journey.read_text()) if (journey := RESULTS / "journey.json").exists() else None)
     config = run.load_config()
     ship_pictures(target, pictures)

@@ -125,13 +125,14 @@ def main(
 @app.command(name="models")
 def models_command() -> None:
     """List the models shipped with gliomaseg: name, what it is, its cross-validated scores, its card."""
-    from gliomaseg.model.packaged import DEFAULT_MODEL, FIRST_STAGE_MODEL, INCOMPLETE_MODEL, packaged_models
+    from gliomaseg.model.packaged import DEFAULT_MODEL, FIRST_STAGE_MODEL, INCOMPLETE_FIRST_STAGE_MODEL, INCOMPLETE_MODEL, packaged_models
 
     models = packaged_models()
     if not models:
         _fail("no packaged model in this installation")
     roles = {DEFAULT_MODEL: " (default)", FIRST_STAGE_MODEL: " (the default's first stage alone)",
-             INCOMPLETE_MODEL: " (default for exams missing a sequence)"}
+             INCOMPLETE_MODEL: " (default for exams missing a sequence)",
+             INCOMPLETE_FIRST_STAGE_MODEL: " (the first stage alone of the model for exams missing a sequence)"}
     for name, model in models.items():
         cv = model.info.get("cross_validation", {})
         scores = ", ".join(f"{region} {stat['mean']:.3f}" for region, stat in cv.get("dice", {}).items())

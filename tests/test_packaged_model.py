@@ -20,7 +20,8 @@ from typer.testing import CliRunner
 from gliomaseg.cli import app
 from gliomaseg.labels import REGIONS
 from gliomaseg.inference.predictor import missing_sequences_path
-from gliomaseg.model.packaged import DEFAULT_MODEL, FIRST_STAGE_MODEL, INCOMPLETE_MODEL, INFO_FILE, packaged_models
+from gliomaseg.model.packaged import (DEFAULT_MODEL, FIRST_STAGE_MODEL, INCOMPLETE_FIRST_STAGE_MODEL, INCOMPLETE_MODEL, INFO_FILE,
+                                      packaged_models)
 from gliomaseg.model.run_folder import RunFolder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,6 +84,7 @@ def test_models_lists_the_packaged_model_with_its_scores():
     assert f"{DEFAULT_MODEL} (default)" in result.output
     assert f"{INCOMPLETE_MODEL} (default for exams missing a sequence)" in result.output
     assert f"{FIRST_STAGE_MODEL} (the default's first stage alone)" in result.output
+    assert f"{INCOMPLETE_FIRST_STAGE_MODEL} (the first stage alone of the model for exams missing a sequence)" in result.output
     assert "lesion-wise Dice: WT 0." in result.output
 
 
@@ -126,6 +128,17 @@ def test_predict_without_a_model_gives_an_exam_missing_a_sequence_to_the_model_f
     assert not list((tmp_path / "refused").glob("*.nii.gz"))
 
 
+@pytest.mark.parametrize("which", ["default", "incomplete"])
+def test_a_two_stage_model_s_first_stage_carries_the_rules_of_the_model_it_was_trained_over(which):
+    model = _default_model() if which == "default" else _incomplete_model()
+    first_stage = packaged_models()[model.info["first_stage"]]
+    document = json.loads(RunFolder(model.run.stage_one_dir).rules_file.read_text())
+    assert RunFolder(model.run.stage_one_dir).rules() == first_stage.run.rules()
+    # the provenance names the first stage's own tuning, not the second stage's cross-validation
+    assert document["tuned_on"]["copied_from"] == first_stage.name
+    assert document["tuned_on"]["source"] == json.loads(first_stage.run.rules_file.read_text())["tuned_on"]["source"]
+
+
 def _per_case_dice(source: dict) -> dict[str, dict[str, float]]:
     """Held-out lesion-wise Dice per case and region, from real_cv.json (its chosen setup, nested rules)."""
     return {case: {r: entry["nested"][r][0] for r in REGIONS} for case, entry in source["setups"][source["chosen"]]["per_case"].items()}
@@ -156,6 +169,9 @@ def test_the_model_card_and_model_json_carry_the_measured_scores():
 def test_the_incomplete_exam_card_carries_each_input_s_cross_validated_scores():
     model = _incomplete_model()
     assert model.run.load_config().train.modality_dropout > 0
+    # two stages, both trained with dropout: the first is the one-stage incomplete-exam model, shipped beside it too
+    assert model.info["first_stage"] == INCOMPLETE_FIRST_STAGE_MODEL
+    assert RunFolder(model.run.stage_one_dir).load_config().train.modality_dropout > 0
     recorded = model.info["cross_validation"]
     setup = json.loads((REPO / recorded["source"]).read_text())["setups"][recorded["setup"]]
     assert set(recorded["inputs"]) == {"no-t1n", "no-t1c", "no-t2w", "no-t2f", "t1c+t2f"}
@@ -179,7 +195,7 @@ def test_every_model_beside_the_default_is_compared_with_the_default_model_s_set
     assert "versus_default" not in default_model.info["cross_validation"]
     default = source["setups"][source["chosen"]]["per_case"]
     beside = {name: model for name, model in packaged_models().items() if name != DEFAULT_MODEL}
-    assert {FIRST_STAGE_MODEL, INCOMPLETE_MODEL} <= set(beside)
+    assert {FIRST_STAGE_MODEL, INCOMPLETE_MODEL, INCOMPLETE_FIRST_STAGE_MODEL} <= set(beside)
     for name, model in beside.items():
         recorded = model.info["cross_validation"]
         versus = recorded["versus_default"]

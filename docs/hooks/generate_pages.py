@@ -35,6 +35,9 @@ BENCHMARKS = {
                     "the chosen setup's held-out probabilities with the NETC probability scaled before the arg-max, each fold "
                     "cleaned by its nested rules; the weight each fold is scored with is chosen on the other folds' cases."),
     "predict": ("Prediction speed", "`benchmarks/bench_predict.py`: one 240x240x155 case, load to label map on disk, 2 CPU cores."),
+    "predict_brats-gli-incomplete-carved28": ("Prediction speed: the model for incomplete exams", "`benchmarks/bench_predict.py "
+                                              "--model gliomaseg/models/brats-gli-incomplete-carved28 --results "
+                                              "predict_brats-gli-incomplete-carved28`: the same cases, all four sequences given."),
     "journey": ("One raw exam, start to finish", "`benchmarks/bench_journey.py`: prepare, predict with the packaged model, score."),
     "backends": ("Inference engines", "`benchmarks/bench_backends.py`: the packaged model's forward pass in torch and ONNX Runtime."),
     "prepare": ("Raw exams to BraTS-ready cases", "`benchmarks/bench_prepare.py`: each exam in its own process, 2 CPU cores."),
