@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from gliomaseg.visualization.figures import plt, save_figure
 
 _CMAP = ListedColormap([(0, 0, 0, 0)] + [(*LABEL_COLOURS[k], 1.0) for k in sorted(LABEL_COLOURS)])
 _VIEWS = (("axial", 2), ("coronal", 1), ("sagittal", 0))
+_TITLE_CHARACTERS = 64  # what fits across the figure at the title's size
 
 
 def lesion_centre(*label_maps: np.ndarray | None) -> tuple[int, int, int]:
@@ -64,8 +66,10 @@ def overlay_figure(
         axes[row, 0].text(-0.04, 0.5, view, transform=axes[row, 0].transAxes, rotation=90, va="center", ha="right", fontsize=11)
     handles = [Patch(color=LABEL_COLOURS[k], label=f"{k} {LABELS[k]}") for k in sorted(LABEL_COLOURS)]
     fig.legend(handles=handles, loc="lower center", ncol=4, frameon=False, fontsize=10)
-    fig.suptitle(title, fontsize=12)
-    fig.tight_layout(rect=(0.03, 0.04, 1, 0.97))
+    # a title of a case's scores runs past the figure's width on one line: wrapped, the panels move down to make room
+    lines = textwrap.wrap(title, _TITLE_CHARACTERS)
+    fig.suptitle("\n".join(lines), fontsize=12)
+    fig.tight_layout(rect=(0.03, 0.04, 1, 1 - 0.03 * max(len(lines), 1)))
     return fig
 
 
