@@ -24,8 +24,8 @@ FIRST_STAGE_MODEL = "brats-gli-real28"
 """The default model's first stage on its own (it carries a copy): 3-4x faster, lower scores, and the
 one-stage network that ``train --init-from`` can fine-tune with the cpu preset."""
 INCOMPLETE_MODEL = "brats-gli-incomplete-carved28"
-"""What ``predict`` uses without ``--model`` for an exam that lacks a sequence: the default model's two stages, both
-trained with modality dropout; on complete exams it scored below the default model (its card), so it is not the default."""
+"""What ``predict`` uses without ``--model`` for an exam that lacks a sequence: two stages set up as the default model's,
+both trained with modality dropout; on complete exams it scored below the default model (its card), so it is not the default."""
 INCOMPLETE_FIRST_STAGE_MODEL = "brats-gli-incomplete28"
 """Its first stage on its own (it carries a copy): one stage trained with modality dropout, the model for incomplete
 exams before the two-stage one replaced it."""
