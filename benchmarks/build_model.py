@@ -45,7 +45,8 @@ from gliomaseg.io.atomic import write_text_atomic
 from gliomaseg.io.cases import find_case_folders
 from gliomaseg.labels import REGIONS
 from gliomaseg.model.checkpoint import load_checkpoint, save_checkpoint
-from gliomaseg.model.packaged import DEFAULT_MODEL, INCOMPLETE_MODEL, INFO_FILE, MODELS_DIR, resolve_model
+from gliomaseg.model.packaged import (DEFAULT_MODEL, INCOMPLETE_MODEL, INFO_FILE, MODELS_DIR, first_stage_folder,
+                                      packaged_models, resolve_model)
 from gliomaseg.model.run_folder import RunFolder
 from gliomaseg.postprocessing.rules import PostprocessRules
 
@@ -109,9 +110,22 @@ def first_stage_provenance(run: RunFolder) -> dict:
     return {"copied_from": source, **tuned_on}
 
 
+def shipped_first_stage(run: RunFolder) -> str | None:
+    """The packaged model a two-stage run was trained over (``train --stage-one NAME``), when the run's first stage is
+    still exactly that model (the same weights and rules); None otherwise."""
+    shipped = packaged_models().get(run.load_config().train.stage_one)
+    if shipped is None:
+        return None
+    first = RunFolder(run.stage_one_dir)
+    ours, theirs = load_checkpoint(first.checkpoint())["model"], load_checkpoint(shipped.run.checkpoint())["model"]
+    same_weights = ours.keys() == theirs.keys() and all(torch.equal(ours[k].to(theirs[k].dtype), theirs[k]) for k in ours)
+    return shipped.name if same_weights and first.rules() == shipped.run.rules() else None
+
+
 def export(run: RunFolder, target: RunFolder, rules: PostprocessRules, provenance: dict) -> None:
-    """The run cut to what prediction needs: float16 weights and the config in best.pt, config.json, the rules;
-    a two-stage model's first stage (stage_one/) cut the same way inside it, its rules named as its own."""
+    """The run cut to what prediction needs: float16 weights and the config in best.pt, config.json, the rules. A
+    two-stage model's first stage (stage_one/) is named when it is a packaged model unchanged (stage_one_named:
+    the wheel then holds its weights once), else cut the same way inside it, its rules named as its own."""
     state = load_checkpoint(run.checkpoint())
     weights = {k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()}
     target.path.mkdir(parents=True, exist_ok=True)
@@ -119,7 +133,13 @@ def export(run: RunFolder, target: RunFolder, rules: PostprocessRules, provenanc
     shutil.copyfile(run.config_file, target.config_file)
     target.save_rules(rules, provenance)
     first = RunFolder(run.stage_one_dir)
-    if first.best_checkpoint.exists():
+    if not first.best_checkpoint.exists():
+        return
+    shutil.rmtree(target.stage_one_dir, ignore_errors=True)  # a first stage kept by an earlier build, copied or named
+    if shared := shipped_first_stage(run):
+        target.stage_one_dir.mkdir()
+        write_text_atomic(target.stage_one_named, json.dumps({"name": shared}) + "\n")
+    else:
         export(first, RunFolder(target.stage_one_dir), first.rules(), first_stage_provenance(run))
 
 
@@ -337,7 +357,7 @@ def model_card(info: dict, evidence: Evidence) -> str:
 
 def first_stage_config(model: RunFolder) -> ExperimentConfig | None:
     """A two-stage model's first stage's config (None for a one-stage model)."""
-    first = RunFolder(model.stage_one_dir)
+    first = RunFolder(first_stage_folder(model))
     return first.load_config() if first.config_file.exists() else None
 
 
@@ -357,14 +377,18 @@ def _summary(model: RunFolder, synthetic: int, carved: int) -> str:
             f"a second VNet3d segments it on the native 1 mm grid in {config.train.patch_size}^3 cubes; the second {trained}")
 
 
+TARGET_WORDS = {"labels": "one softmax output per label (0-4)", "regions": "one sigmoid output per overlapping region (WT, TC, ET, RC)"}
+"""What the card says of each ``TrainConfig.targets`` (gliomaseg.model.targets)."""
+
+
 def _network(model: RunFolder) -> str:
     config, first = model.load_config(), first_stage_config(model)
     channels = ", ".join(("t1n", "t1c", "t2w", "t2f", *config.preprocess.extra_channels))
-    shape = f"{config.preprocess.channels} input channels ({channels}), {config.train.targets} targets"
+    shape = f"{config.preprocess.channels} input channels ({channels}), {TARGET_WORDS[config.train.targets]}"
     if first is None:
         return f"the recipe's VNet3d, {_weights(model):,} weights in float16, {shape}"
     cascade = ", the second stage also reading the first stage's probability of each target (cascade)" if config.train.cascade else ""
-    return (f"two of the recipe's VNet3d, {_weights(RunFolder(model.stage_one_dir)):,} (first stage) and {_weights(model):,} "
+    return (f"two of the recipe's VNet3d, {_weights(RunFolder(first_stage_folder(model))):,} (first stage) and {_weights(model):,} "
             f"(second stage) weights in float16, {shape}{cascade}")
 
 

@@ -20,8 +20,10 @@ from typer.testing import CliRunner
 from gliomaseg.cli import app
 from gliomaseg.labels import REGIONS
 from gliomaseg.inference.predictor import missing_sequences_path
+from gliomaseg.errors import InputError
+from gliomaseg.model.loading import load_model
 from gliomaseg.model.packaged import (DEFAULT_MODEL, FIRST_STAGE_MODEL, INCOMPLETE_FIRST_STAGE_MODEL, INCOMPLETE_MODEL, INFO_FILE,
-                                      packaged_models)
+                                      first_stage_folder, packaged_models)
 from gliomaseg.model.run_folder import RunFolder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -129,14 +131,28 @@ def test_predict_without_a_model_gives_an_exam_missing_a_sequence_to_the_model_f
 
 
 @pytest.mark.parametrize("which", ["default", "incomplete"])
-def test_a_two_stage_model_s_first_stage_carries_the_rules_of_the_model_it_was_trained_over(which):
+def test_a_two_stage_model_names_the_packaged_first_stage_it_was_trained_over_instead_of_a_copy(which):
     model = _default_model() if which == "default" else _incomplete_model()
     first_stage = packaged_models()[model.info["first_stage"]]
-    document = json.loads(RunFolder(model.run.stage_one_dir).rules_file.read_text())
-    assert RunFolder(model.run.stage_one_dir).rules() == first_stage.run.rules()
-    # the provenance names the first stage's own tuning, not the second stage's cross-validation
-    assert document["tuned_on"]["copied_from"] == first_stage.name
-    assert document["tuned_on"]["source"] == json.loads(first_stage.run.rules_file.read_text())["tuned_on"]["source"]
+    assert model.run.load_config().train.stage_one == first_stage.name
+    # the weights ship once: stage_one/ holds only the name of the packaged model
+    assert [p.name for p in model.run.stage_one_dir.iterdir()] == [RunFolder.STAGE_ONE_NAMED]
+    loaded = load_model(model.name, "cpu")
+    assert loaded.stage_one.checkpoint == first_stage.run.best_checkpoint
+    assert loaded.stage_one.rules == first_stage.run.rules() and loaded.stage_one.rules.changes_anything
+
+
+def test_a_first_stage_named_but_not_installed_is_refused_naming_the_file(two_stage_run, tmp_path):
+    moved = tmp_path / "moved"
+    shutil.copytree(two_stage_run, moved, ignore=shutil.ignore_patterns("cache", "stage_one"))
+    pointer = RunFolder(moved).stage_one_named
+    pointer.parent.mkdir()
+    pointer.write_text(json.dumps({"name": "no-such-model"}))
+    with pytest.raises(InputError, match="no-such-model.*not installed") as raised:
+        load_model(moved, "cpu")
+    assert str(pointer) in str(raised.value)
+    pointer.write_text(json.dumps({"name": FIRST_STAGE_MODEL}))  # installed: it loads as that model
+    assert load_model(moved, "cpu").stage_one.checkpoint == packaged_models()[FIRST_STAGE_MODEL].run.best_checkpoint
 
 
 def _per_case_dice(source: dict) -> dict[str, dict[str, float]]:
@@ -171,7 +187,7 @@ def test_the_incomplete_exam_card_carries_each_input_s_cross_validated_scores():
     assert model.run.load_config().train.modality_dropout > 0
     # two stages, both trained with dropout: the first is the one-stage incomplete-exam model, shipped beside it too
     assert model.info["first_stage"] == INCOMPLETE_FIRST_STAGE_MODEL
-    assert RunFolder(model.run.stage_one_dir).load_config().train.modality_dropout > 0
+    assert RunFolder(first_stage_folder(model.run)).load_config().train.modality_dropout > 0
     recorded = model.info["cross_validation"]
     setup = json.loads((REPO / recorded["source"]).read_text())["setups"][recorded["setup"]]
     assert set(recorded["inputs"]) == {"no-t1n", "no-t1c", "no-t2w", "no-t2f", "t1c+t2f"}
@@ -243,8 +259,10 @@ def test_the_wheel_carries_the_model_and_it_loads_installed_with_the_network_blo
     folder = f"gliomaseg/models/{DEFAULT_MODEL}/"
     two_stage = _default_model().run.stage_one_dir.is_dir()
     for name in ("best.pt", "config.json", "postprocess.json", "MODEL_CARD.md", INFO_FILE,
-                 *((f"{RunFolder.STAGE_ONE}/best.pt", f"{RunFolder.STAGE_ONE}/config.json") if two_stage else ())):
+                 *((f"{RunFolder.STAGE_ONE}/{RunFolder.STAGE_ONE_NAMED}",) if two_stage else ())):
         assert folder + name in names, name
+    if two_stage:  # the first stage it names, installed beside it
+        assert f"gliomaseg/models/{_default_model().info['first_stage']}/best.pt" in names
     module, checkpoint, network, has_rules, stages = _load_offline(tmp_path, target)
     assert module.startswith(str(target)) and checkpoint.startswith(str(target / "gliomaseg" / "models" / DEFAULT_MODEL))
     assert network == "VNet3d" and has_rules == "True" and stages == ("2" if two_stage else "1")

@@ -14,7 +14,7 @@ from gliomaseg.errors import InputError
 from gliomaseg.model.checkpoint import load_checkpoint
 from gliomaseg.model.device import pick_device, ready_for_inference
 from gliomaseg.model.networks import network_for, network_inputs
-from gliomaseg.model.packaged import resolve_model
+from gliomaseg.model.packaged import first_stage_folder, resolve_model
 from gliomaseg.model.run_folder import RunFolder
 from gliomaseg.model.targets import Targets, targets_named
 from gliomaseg.postprocessing.rules import PostprocessRules, load_rules
@@ -73,7 +73,7 @@ def load_model(model: Path | str | None, device: str | None = None, postprocess:
         raise InputError(path, f"checkpoint does not match its architecture ({str(err).splitlines()[0][:120]})") from None
     stage_one = None
     if config.train.stage_one:
-        stage_dir = RunFolder(path.parent).stage_one_dir
+        stage_dir = first_stage_folder(RunFolder(path.parent))
         if not stage_dir.is_dir():
             raise InputError(path, f"is a two-stage model's second stage but its first stage ({stage_dir}) is missing")
         stage_one = load_model(stage_dir, device)

@@ -21,14 +21,15 @@ DEFAULT_MODEL = "brats-gli-carved28"
 """What ``predict`` uses without ``--model``: two stages, the second at 1 mm around the tumour the first finds,
 trained with resection cavities carved into the real cases as well."""
 FIRST_STAGE_MODEL = "brats-gli-real28"
-"""The default model's first stage on its own (it carries a copy): 3-4x faster, lower scores, and the
-one-stage network that ``train --init-from`` can fine-tune with the cpu preset."""
+"""The default model's first stage on its own (the default model names it as its first stage, see
+:func:`first_stage_folder`): 3-4x faster, lower scores, and the one-stage network that ``train --init-from`` can
+fine-tune with the cpu preset."""
 INCOMPLETE_MODEL = "brats-gli-incomplete-carved28"
 """What ``predict`` uses without ``--model`` for an exam that lacks a sequence: two stages set up as the default model's,
 both trained with modality dropout; on complete exams it scored below the default model (its card), so it is not the default."""
 INCOMPLETE_FIRST_STAGE_MODEL = "brats-gli-incomplete28"
-"""Its first stage on its own (it carries a copy): one stage trained with modality dropout, the model for incomplete
-exams before the two-stage one replaced it."""
+"""Its first stage on its own (named as its first stage, as the default's is): one stage trained with modality dropout,
+the model for incomplete exams before the two-stage one replaced it."""
 
 INFO_FILE = "model.json"
 
@@ -65,3 +66,20 @@ def resolve_model(spec: Path | str | None) -> Path:
         return models[name].run.path
     known = ", ".join(models) or "none installed"
     raise InputError(Path(name), f"no such run folder, checkpoint or packaged model (packaged: {known})")
+
+
+def first_stage_folder(run: RunFolder) -> Path:
+    """A two-stage run's first stage: its ``stage_one/`` folder, or the packaged model that folder names
+    (``RunFolder.stage_one_named``). A packaged two-stage model names its first stage when that stage is itself shipped,
+    so that the wheel does not carry the same weights twice (19 MB each)."""
+    pointer = run.stage_one_named
+    if not pointer.exists():
+        return run.stage_one_dir
+    try:
+        name = json.loads(pointer.read_text())["name"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+        raise InputError(pointer, 'is not {"name": <packaged model>}') from None
+    models = packaged_models()
+    if name not in models:
+        raise InputError(pointer, f"names packaged model {name!r} as the first stage, and it is not installed")
+    return models[name].run.path

@@ -12,7 +12,8 @@ Layout (every name is here and nowhere else)::
     validation/          the last validation's predictions, <case>.nii.gz on each case's native grid
     tensorboard/         the same numbers as TensorBoard events
     cache/               preprocessed training data, when trained from case folders
-    stage_one/           a two-stage model's first stage, a run folder of its own (train --stage-one)
+    stage_one/           a two-stage model's first stage, a run folder of its own (train --stage-one); in a
+                         packaged model, possibly only the name of another packaged model (model/packaged.py)
     MODEL_CARD.md        a packaged model's card: data, scores, intended use, failure modes
 
 A packaged model needs only config.json, one checkpoint, postprocess.json and its card (and a two-stage
@@ -57,6 +58,7 @@ class RunFolder:
     TENSORBOARD = "tensorboard"
     CACHE = "cache"
     STAGE_ONE = "stage_one"  # a two-stage model's first stage, copied in (a run folder of its own)
+    STAGE_ONE_NAMED = "packaged_model.json"  # in stage_one/ instead of a copy: {"name": <packaged model>}
     MODEL_CARD = "MODEL_CARD.md"
 
     def __post_init__(self) -> None:
@@ -105,6 +107,10 @@ class RunFolder:
     @property
     def stage_one_dir(self) -> Path:
         return self.path / self.STAGE_ONE
+
+    @property
+    def stage_one_named(self) -> Path:
+        return self.stage_one_dir / self.STAGE_ONE_NAMED
 
     @property
     def model_card(self) -> Path:
