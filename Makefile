@@ -41,8 +41,8 @@ test: $(STAMP) $(PREPARE_STAMP)
 docs: $(DOCS_STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
-# All benchmarks (about 4 hours on 2 cores: bench_learning.py, four networks x two targets,
-# bench_inference.py, three runs on synthetic data, and bench_real.py summarise, which scores the
+# All benchmarks (about 2 hours on 2 cores: bench_learning.py, four networks x two targets,
+# and bench_real.py summarise, which scores the
 # real-tumour cross-validation again from the fold archives in benchmarks/results/real_cv_folds/, training
 # nothing; it needs ../shared/real-brats and skips without it. Training a setup's folds (hours each):
 # bench_real.py run --work DIR --setups NAME, in the background; its docstring says how).
@@ -54,7 +54,6 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_preprocess.py
 	$(BIN)/python benchmarks/bench_train.py --size 96 --batch-size 2 --steps 2
 	$(BIN)/python benchmarks/bench_learning.py
-	$(BIN)/python benchmarks/bench_inference.py
 	$(BIN)/python benchmarks/bench_real.py summarise --work $(REAL_WORK) --chosen cascadecarved64
 
 bench-prepare: $(PREPARE_STAMP)

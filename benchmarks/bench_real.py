@@ -143,6 +143,10 @@ SETUPS: dict[str, Setup] = {
     "dropout64b": Setup(("--modality-dropout", "0.2")),
     "cascadecarveddrop64": Setup(("--cascade", "--fusion", "mean", "--modality-dropout", "0.2"), carved=1, stage_one="dropout64b",
                                  incomplete=True, gate="dropout64"),
+    "cascadecarved2drop64": Setup(("--cascade", "--fusion", "mean", "--modality-dropout", "0.2"), carved=2, stage_one="dropout64b",
+                                  incomplete=True, gate="dropout64"),
+    "cascadecarveddrop64cavity": Setup(synthetic=0, carved=1, reuses="cascadecarveddrop64", fusion="cavity", gate="dropout64"),
+    "cascadecarved2drop64cavity": Setup(synthetic=0, carved=1, reuses="cascadecarved2drop64", fusion="cavity", gate="dropout64"),
 }
 """Setup name -> how it differs from ``train --preset cpu --val-fraction 0`` (the preset: 64^3, 40 epochs of
 32 steps of batch 2, AdamW 1e-3 cosine, multisite augmentation, label targets) plus the shipped
@@ -181,7 +185,10 @@ augmentation), and ``cascadecarved64x2`` predicts with both second stages as one
 ``cascadecarveddrop64`` is cascadecarved64's second stage trained with dropout64's modality dropout over it, gated by
 dropout64's nested rules: meant as one two-stage model for complete and incomplete exams, scored on every input a clinic
 sends; it costs the complete exam more than the incomplete-exam issue allows, so it ships only for incomplete exams
-(benchmark-notes)."""
+(benchmark-notes); ``cascadecarved2drop64`` trains that second stage with two cavities carved into each training case
+instead of one (the carved cases added more to the core's border than to the cavity), over the same first stages;
+``cascadecarveddrop64cavity`` and ``cascadecarved2drop64cavity`` predict complete exams with those runs as
+cascadecarved64cavity does (``--fusion cavity``)."""
 
 INCOMPLETE_INPUTS: dict[str, tuple[str, ...]] = {
     "no-t1n": ("t1n",), "no-t1c": ("t1c",), "no-t2w": ("t2w",), "no-t2f": ("t2f",), "t1c+t2f": ("t1n", "t2w"),

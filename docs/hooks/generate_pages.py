@@ -24,9 +24,6 @@ BENCHMARKS = {
                 "setup's runs another way: a fusion, the axis flips, an ensemble), scored with the official 2024 lesion-wise "
                 "protocol, raw and with post-processing rules tuned on the other folds. Each row names its training minutes a "
                 "fold and the CPU they were measured on; the chosen setup is the packaged default model's."),
-    "carved": ("Resection cavities carved into real anatomy", "`benchmarks/bench_carved.py`: the packaged model on cavities "
-               "carved (`gliomaseg synth --from`) into the bundled real cases, which it never trained on, and on their "
-               "pre-operative hosts."),
     "real_screen": ("Real tumours: candidates screened against a baseline", "`benchmarks/bench_real.py screen`: the folds "
                     "of a candidate done so far, per case against a cross-validated setup on the same folds (raw predictions, "
                     "and both cleaned by the baseline's rules of each fold), with paired bootstrap intervals; a screen decides "
@@ -53,7 +50,6 @@ BENCHMARKS = {
                           "machines come with."),
     "learning": ("Learning on synthetic data", "`benchmarks/bench_learning.py`: held-out lesion-wise Dice against steps, four networks, two targets."),
     "learning_augment": ("Augmentation on synthetic data", "`benchmarks/bench_learning.py --augment basic multisite`."),
-    "inference": ("Inference options", "`benchmarks/bench_inference.py`: tuned rules, ensembles, missing sequences."),
 }
 
 
