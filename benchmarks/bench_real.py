@@ -147,6 +147,8 @@ SETUPS: dict[str, Setup] = {
                                   incomplete=True, gate="dropout64"),
     "cascadecarveddrop64cavity": Setup(synthetic=0, carved=1, reuses="cascadecarveddrop64", fusion="cavity", gate="dropout64"),
     "cascadecarved2drop64cavity": Setup(synthetic=0, carved=1, reuses="cascadecarved2drop64", fusion="cavity", gate="dropout64"),
+    "patch48": Setup(("--patch-size", "48")),
+    "patch48uniform": Setup(("--patch-size", "48", "--tumour-cubes", "0")),
 }
 """Setup name -> how it differs from ``train --preset cpu --val-fraction 0`` (the preset: 64^3, 40 epochs of
 32 steps of batch 2, AdamW 1e-3 cosine, multisite augmentation, label targets) plus the shipped
@@ -188,7 +190,9 @@ sends; it costs the complete exam more than the incomplete-exam issue allows, so
 (benchmark-notes); ``cascadecarved2drop64`` trains that second stage with two cavities carved into each training case
 instead of one (the carved cases added more to the core's border than to the cavity), over the same first stages;
 ``cascadecarveddrop64cavity`` and ``cascadecarved2drop64cavity`` predict complete exams with those runs as
-cascadecarved64cavity does (``--fusion cavity``)."""
+cascadecarved64cavity does (``--fusion cavity``); ``patch48`` trains the preset on random 48^3 cubes of its 64^3 grid (half
+of them centred on tumour, ``--patch-size 48``: 0.4 of a step's voxels, for AVX2 cores) and predicts by sliding window;
+``patch48uniform`` centres none of them on tumour (``--tumour-cubes 0``), the whole grid's share of tumour."""
 
 INCOMPLETE_INPUTS: dict[str, tuple[str, ...]] = {
     "no-t1n": ("t1n",), "no-t1c": ("t1c",), "no-t2w": ("t2w",), "no-t2f": ("t2f",), "t1c+t2f": ("t1n", "t2w"),

@@ -4,10 +4,13 @@ Run: ``.venv/bin/python benchmarks/bench_train_step.py [--steps 12]``. Sets the 
 --preset cpu`` does (synthetic cases, the preset's 64^3 grid, batch 2, multisite augmentation, VNet3d,
 AdamW, channels-last, bf16 only on CPUs with native bf16) and times each phase of every step after two
 warm-up steps, then profiles the same steps with torch.profiler (self CPU time per op), and times the whole step
-of the ``--compare`` networks (default: vnet3d-lean) in the same run, as a ratio to VNet3d's. Nothing else may
-run on the machine meanwhile. Writes ``benchmarks/results/train_step_<unit>.json`` and ``.md``, ``<unit>`` the CPU's
-widest vector unit (avx2, avx512), so each kind of CPU keeps its own: a step costs ~2-3x more on AVX2-only cores than on
-AVX-512/bf16 ones.
+of the ``--compare`` networks (default: vnet3d-lean) and of VNet3d on the ``--patch-sizes`` cubes (default: 48,
+``train --patch-size``) in the same run, as a ratio to VNet3d's on the whole grid. Nothing else may run on the
+machine meanwhile. Writes ``benchmarks/results/train_step_<unit>.json`` and ``.md``, ``<unit>`` the CPU's widest
+vector unit (avx2, avx512), so each kind of CPU keeps its own: a step costs ~2-3x more on AVX2-only cores than on
+AVX-512/bf16 ones. ``--hold-avx2`` runs it again in a process whose oneDNN, ATen and MKL kernels are held to AVX2
+(``<unit>``: avx512-held-avx2): what an AVX2-only CPU runs, though not at its speed (caches, clocks and memory
+differ), so that run's ratios are what it measures.
 """
 
 from __future__ import annotations
@@ -90,32 +93,42 @@ def onednn_passes() -> list[dict]:
     return [{"pass": k[0], "implementation": k[1], "ms_per_step": round(v, 1)} for k, v in sorted(totals.items(), key=lambda kv: -kv[1])]
 
 
+# Every kernel library a training step uses, held to AVX2 (bf16 then falls off with it: device.cpu_supports_bf16).
+HELD_TO_AVX2 = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--cases", type=int, default=6)
     parser.add_argument("--compare", nargs="*", default=["vnet3d-lean"], help="networks whose whole step is timed beside VNet3d's")
+    parser.add_argument("--patch-sizes", nargs="*", type=int, default=[48], help="cube sides whose step is timed beside the whole grid's")
+    parser.add_argument("--hold-avx2", action="store_true", help="run in a process whose kernels are held to AVX2")
     args = parser.parse_args()
+    if args.hold_avx2 and os.environ.get("ONEDNN_MAX_CPU_ISA") != "AVX2":
+        forwarded = [a for a in sys.argv[1:] if a != "--hold-avx2"]
+        sys.exit(subprocess.run([sys.executable, __file__, *forwarded], env={**os.environ, **HELD_TO_AVX2}).returncode)
     torch.set_num_threads(torch.get_num_threads())
     peers = {}
     with tempfile.TemporaryDirectory() as work:
         data = Path(work) / "data"
         write_synthetic_dataset(data, args.cases, seed=0)
 
-        def preset_setup(model: str):
-            config = ExperimentConfig(PreprocessConfig(size=(64, 64, 64)), train_config_for("cpu", val_fraction=0.0, model=model),
-                                      preset="cpu")
-            return set_up(data, Path(work) / f"run-{model}", config, "cpu", resume=False, workers=0, quiet=True)
+        def preset_setup(model: str, patch_size: int = 0):
+            config = ExperimentConfig(PreprocessConfig(size=(64, 64, 64)),
+                                      train_config_for("cpu", val_fraction=0.0, model=model, patch_size=patch_size), preset="cpu")
+            return set_up(data, Path(work) / f"run-{model}-{patch_size}", config, "cpu", resume=False, workers=0, quiet=True)
 
         setup = preset_setup("vnet3d")
         _steps(setup, 2)
         rows = _steps(setup, args.steps)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             _steps(setup, 3)
-        for model in args.compare:
-            peer = preset_setup(model)
-            _steps(peer, 2)
-            peers[model] = statistics.median(sum(r.values()) for r in _steps(peer, args.steps))
+        for name, peer in [*((m, lambda m=m: preset_setup(m)) for m in args.compare),
+                           *((f"vnet3d, {p}^3 cubes", lambda p=p: preset_setup("vnet3d", p)) for p in args.patch_sizes)]:
+            peer_setup = peer()
+            _steps(peer_setup, 2)
+            peers[name] = statistics.median(sum(r.values()) for r in _steps(peer_setup, args.steps))
     per_phase = {p: statistics.median(r[p] for r in rows) for p in PHASES}
     step = statistics.median(sum(r.values()) for r in rows)
     ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
@@ -133,15 +146,17 @@ def main() -> None:
               "Ops by self CPU time (torch.profiler, 3 steps):", "", "| op | calls/step | s/step | share |", "|---|---|---|---|"]
     table += [f"| `{t['op']}` | {t['calls_per_step']:g} | {t['self_s_per_step']:.3f} | {t['share']:.0%} |" for t in top]
     if peers:
-        table += ["", "The whole step of other networks, timed in the same run (same data, loader and preset):", "",
-                  "| network | s/step | against VNet3d | a 1,280-step run |", "|---|---|---|---|",
-                  f"| vnet3d | {step:.3f} | 1.00 | {step * 1280 / 60:.0f} min |"]
+        table += ["", "The whole step of other networks or cube sizes, timed in the same run (same data, loader and preset):", "",
+                  "| setup | s/step | against VNet3d | a 1,280-step run |", "|---|---|---|---|",
+                  f"| vnet3d, the whole grid | {step:.3f} | 1.00 | {step * 1280 / 60:.0f} min |"]
         table += [f"| {m} | {t:.3f} | {t / step:.2f} | {t * 1280 / 60:.0f} min |" for m, t in peers.items()]
     passes = onednn_passes()
     table += ["", "oneDNN's convolution implementations (ONEDNN_VERBOSE, one step of the bare network):", "",
               "| pass | implementation | ms/step |", "|---|---|---|"]
     table += [f"| {p['pass']} | `{p['implementation']}` | {p['ms_per_step']:.0f} |" for p in passes]
     unit = "avx512" if "AVX-512" in machine() else "avx2" if "AVX2" in machine() else "other"
+    if os.environ.get("ONEDNN_MAX_CPU_ISA") == "AVX2":
+        unit += "-held-avx2"
     write_results(f"train_step_{unit}", headline, {"machine_detail": machine(), "phases_s": per_phase, "steps": rows, "top_ops": top,
                                            "onednn_passes": passes, "peer_s_per_step": peers}, table)
 

@@ -24,7 +24,9 @@ def cpu_name() -> str:
         flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), [])
     except (OSError, StopIteration):
         return "unknown CPU"
-    return cpu + next((f", {name}" for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2")) if flag in flags), "")
+    held = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    return (cpu + next((f", {name}" for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2")) if flag in flags), "")
+            + (f", oneDNN held to {held}" if held else ""))
 
 
 def machine() -> str:

@@ -290,8 +290,10 @@ def train_command(
                                                          "WT, the composite regions the challenge scores (default: 0).",
                                                          rich_help_panel=MODEL)] = None,
     dropout: Annotated[Optional[float], typer.Option(help="Every dropout layer's probability (default: 0).", rich_help_panel=MODEL)] = None,
-    patch_size: Annotated[Optional[int], typer.Option(min=16, help="Train on random cubes of this side (half on tumour), predict by "
+    patch_size: Annotated[Optional[int], typer.Option(min=16, help="Train on random cubes of this side, predict by "
                                                       "sliding window (default: the whole grid).", rich_help_panel=MODEL)] = None,
+    tumour_cubes: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="With --patch-size: the share of cubes centred "
+                                                          "on tumour, the rest anywhere (default: 0.5).", rich_help_panel=MODEL)] = None,
     stage_one: Annotated[Optional[str], typer.Option(help="Train the second stage of a two-stage model over this run (packaged "
                                                      "model, run folder or checkpoint): it segments the box around the tumour "
                                                      "that one finds, on the native grid (implies --native; --patch-size 64 "
@@ -351,7 +353,8 @@ def train_command(
             train=train_config_for(
                 preset, model=model, targets=targets, region_dice=region_dice, dropout=dropout, epochs=epochs, batch_size=batch_size, lr=lr,
                 optimizer=optimizer, repeats=repeats, steps_per_epoch=steps_per_epoch,
-                patch_size=patch_size if patch_size or not stage_one else STAGE_TWO_PATCH, stage_one=stage_one, fusion=fusion,
+                patch_size=patch_size if patch_size or not stage_one else STAGE_TWO_PATCH, tumour_cubes=tumour_cubes,
+                stage_one=stage_one, fusion=fusion,
                 cascade=cascade or None,
                 augment="none" if no_augment else augment, modality_dropout=modality_dropout, transplant=transplant,
                 val_fraction=val_fraction,

@@ -80,7 +80,9 @@ class TrainConfig:
     repeats: int = 5  # times each training case is seen per epoch, each with its own augmentation
     # > 0: an epoch is this many batches, whatever the number of cases (a run's cost no longer grows with the data)
     steps_per_epoch: int = 0
-    patch_size: int = 0  # > 0: train on random cubes of this side (half of them centred on tumour), predict by sliding window
+    patch_size: int = 0  # > 0: train on random cubes of this side, predict by sliding window
+    # the share of those cubes centred on a tumour voxel (nnU-Net's foreground oversampling); the rest anywhere else
+    tumour_cubes: float = 0.5
     # "basic" (the recipe's: all sequences scaled together), "multisite" (each on its own, thick-slice and
     # blur imitation; the cpu preset's) or "none"; runs saved before the choice stored true/false (basic/none)
     augment: str = "basic"

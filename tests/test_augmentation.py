@@ -74,11 +74,12 @@ def _coordinates(shape: tuple[int, int, int]) -> np.ndarray:
     return np.concatenate([grid, grid[:1] * 0 + 7]).astype(np.float16)  # stored as the cache stores it
 
 
-def test_training_cubes_are_the_grid_s_voxels_centred_on_tumour_half_the_time():
+@pytest.mark.parametrize(("share", "low", "high"), [(0.5, 160, 240), (0.0, 0, 0), (1.0, 400, 400)])
+def test_training_cubes_are_the_grid_s_voxels_centred_on_tumour_at_the_share_asked(share, low, high):
     shape, size = (90, 80, 70), 32
     label = np.zeros(shape, np.uint8)
     label[40:44, 38:42, 30:34] = 3  # 64 tumour voxels among 504,000: a background draw lands on them once in 8,000
-    transform = RandTumourCubed(size)
+    transform = RandTumourCubed(size, share)
     transform.set_random_state(seed=0)
     on_tumour = 0
     for _ in range(400):
@@ -91,7 +92,7 @@ def test_training_cubes_are_the_grid_s_voxels_centred_on_tumour_half_the_time():
         assert np.array_equal(cube["label"][0].numpy(), label[region])
         assert np.array_equal(cube["image"][:3, -1, -1, -1].int().tolist(), [a + size - 1 for a in start])
         on_tumour += bool(cube["label"][0, size // 2, size // 2, size // 2])
-    assert 160 <= on_tumour <= 240  # ~200: half the cubes are centred on tumour
+    assert low <= on_tumour <= high  # of 400: ~200 at a share of 0.5, every one at 1, none at 0
 
 
 def test_training_cubes_sit_where_monai_s_positive_negative_crop_puts_them_and_pad_a_smaller_grid():

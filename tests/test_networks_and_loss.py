@@ -9,7 +9,7 @@ from torch import nn
 from gliomaseg.config import TrainConfig
 from gliomaseg.labels import NUM_CLASSES, REGIONS, TRAINING_REGIONS
 from gliomaseg.training.loss import DiceCrossEntropyLoss
-from gliomaseg.model.device import pick_device
+from gliomaseg.model.device import cpu_supports_bf16, pick_device
 from gliomaseg.model.networks import network_for
 from gliomaseg.model.probabilities import predict_probabilities
 from gliomaseg.training.schedule import CosineSchedule
@@ -159,3 +159,16 @@ def test_plain_cuda_means_this_ranks_gpu(monkeypatch):
     assert pick_device("cuda") == torch.device("cuda", 3)
     assert pick_device("cuda:1") == torch.device("cuda", 1)
     assert pick_device("cpu") == torch.device("cpu")
+
+
+
+@pytest.mark.parametrize(("held", "native"), [("AVX2", False), ("avx512_core", False), ("AVX512_CORE_AMX", True), ("", True)])
+def test_bf16_is_off_where_onednn_is_held_below_native_bf16(monkeypatch, held, native):
+    # a CPU that has the instructions, so only the oneDNN limit decides
+    monkeypatch.setattr("gliomaseg.model.device.cpu_flags", lambda: ["avx2", "avx512f", "avx512_bf16"])
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", held)
+    cpu_supports_bf16.cache_clear()
+    try:
+        assert cpu_supports_bf16() is native
+    finally:
+        cpu_supports_bf16.cache_clear()

@@ -48,6 +48,9 @@ BENCHMARKS = {
                         "convolution pass."),
     "train_step_avx512": ("Where a cpu-preset training step goes: AVX-512/bf16 cores", "The same on the other kind of CPU these "
                           "machines come with."),
+    "train_step_avx512-held-avx2": ("Where a cpu-preset training step goes: AVX-512 cores held to AVX2", "`bench_train_step.py "
+                                    "--hold-avx2`: the same on the AVX-512 EPYC with oneDNN, ATen and MKL held to AVX2 (so fp32): "
+                                    "the kernels an AVX2-only CPU runs, not its speed; its ratios are what it measures."),
     "learning": ("Learning on synthetic data", "`benchmarks/bench_learning.py`: held-out lesion-wise Dice against steps, four networks, two targets."),
     "learning_augment": ("Augmentation on synthetic data", "`benchmarks/bench_learning.py --augment basic multisite`."),
 }

@@ -35,17 +35,33 @@ def ready_for_inference(network: torch.nn.Module, device: torch.device) -> torch
     return network.to(device, memory_format=memory_format(device)).eval()
 
 
+# oneDNN's ISA levels (ONEDNN_MAX_CPU_ISA) that include native bf16; any lower level makes it fall back to reference
+# kernels for bf16 convolutions: a cpu-preset step took ~85 s instead of 1.3 s in fp32 with the limit at AVX2 on an
+# AVX-512/bf16 EPYC
+_BF16_ISA_LEVELS = frozenset({"ALL", "DEFAULT", "AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX",
+                              "AVX512_CORE_AMX_FP16", "AVX10_1_512", "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16"})
+
+
 @cache
 def cpu_supports_bf16() -> bool:
-    """True where the CPU computes bf16 natively (AVX512-BF16 or AMX). oneDNN accepts bf16 on
+    """True where the CPU computes bf16 natively (AVX512-BF16 or AMX) and oneDNN is not held below that
+    (``ONEDNN_MAX_CPU_ISA``, or its former name ``DNNL_MAX_CPU_ISA``). oneDNN accepts bf16 on
     any AVX-512 CPU, but without these instructions it emulates them and runs slower than fp32
     (measured: 160^3 VNet3d forward 8.7 s bf16 against 6.3 s fp32 on a Xeon with AVX-512 only)."""
+    held = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
+    if held and held.strip().upper() not in _BF16_ISA_LEVELS:
+        return False
+    flags = cpu_flags()
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cpu_flags() -> list[str]:
+    """The CPU's feature flags from /proc/cpuinfo (none where it cannot be read: not Linux)."""
     try:
         with open("/proc/cpuinfo") as info:
-            flags = next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), [])
+            return next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), [])
     except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+        return []
 
 
 def autocast(device: torch.device, enabled: bool, cpu_bf16: bool = False) -> torch.autocast:

@@ -117,8 +117,8 @@ def cube_start(centre: tuple[int, ...], shape: tuple[int, ...], size: int) -> tu
 
 
 class RandTumourCubed(RandomizableTransform, MapTransform):
-    """A random cube of side ``size`` of ``image`` and ``label``: centred on a tumour voxel half of the time (as nnU-Net
-    oversamples foreground), else on any other voxel of the grid, moved inwards as far as the grid needs, and padded
+    """A random cube of side ``size`` of ``image`` and ``label``: centred on a tumour voxel with probability
+    ``tumour_share`` (as nnU-Net oversamples foreground), else on any other voxel of the grid, moved inwards as far as the grid needs, and padded
     with background where the grid is smaller than the cube.
 
     The same cubes as MONAI's ``RandCropByPosNegLabeld(pos=1, neg=1, allow_smaller=True)`` then ``SpatialPadd``, which
@@ -126,15 +126,16 @@ class RandTumourCubed(RandomizableTransform, MapTransform):
     native 1 mm brain box, more than a 64^3 training step's share): this reads only the cube from the memory-mapped
     cache, so ``image``, ``label`` (and a ``prior``, cut alike) may come as they are stored (float16, uint8)."""
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, tumour_share: float = 0.5):
         RandomizableTransform.__init__(self, prob=1.0)
         MapTransform.__init__(self, [*KEYS, PRIOR], allow_missing_keys=True)
         self.size = size
+        self.tumour_share = tumour_share
         self._start: tuple[int, ...] = ()
 
     def _centre(self, label: np.ndarray) -> int:
         """The flat index of the cube's centre voxel."""
-        if self.R.random() < 0.5 and (tumour := np.flatnonzero(label)).size:
+        if self.R.random() < self.tumour_share and (tumour := np.flatnonzero(label)).size:
             return int(tumour[self.R.randint(tumour.size)])
         flat = label.reshape(-1)
         for _ in range(64):  # tumour is a few % of a brain box: a uniform draw is background at once
@@ -166,9 +167,10 @@ def as_training_tensors(data: dict) -> dict:
 
 
 def training_transform(augment: str, modality_dropout: float = 0.0, patch_size: int = 0, transplant: float = 0.0,
-                       donors: list[Path] | None = None, prior_uninformed: float | None = None) -> Compose:
+                       donors: list[Path] | None = None, prior_uninformed: float | None = None,
+                       tumour_cubes: float = 0.5) -> Compose:
     """A tumour of one of ``donors`` (cache folders) pasted in with probability ``transplant``, a random cube
-    of ``patch_size`` (if > 0: :class:`RandTumourCubed`), the ``augment`` augmentation (unless "none"), sequence
+    of ``patch_size`` (if > 0: :class:`RandTumourCubed`, a ``tumour_cubes`` share of them centred on tumour), the ``augment`` augmentation (unless "none"), sequence
     dropout (if ``modality_dropout``), then, for a cascade second stage (``prior_uninformed`` given), the first
     stage's probabilities appended to the channels (:class:`AppendStageOnePriord`).
 
@@ -176,7 +178,7 @@ def training_transform(augment: str, modality_dropout: float = 0.0, patch_size: 
     need of the memory-mapped arrays, and only then is the sample made tensors (:func:`as_training_tensors`), so a
     cube of a native 1 mm brain box costs its own voxels, not the box's."""
     steps = (([RandTumourTransplantd(donors or [], transplant)] if transplant > 0 else [])
-             + ([RandTumourCubed(patch_size)] if patch_size else [])
+             + ([RandTumourCubed(patch_size, tumour_cubes)] if patch_size else [])
              + [as_training_tensors]
              + ([training_augmentation(augment)] if augment != "none" else [])
              + ([RandModalityDropoutd(modality_dropout)] if modality_dropout > 0 else [])

@@ -335,7 +335,7 @@ def set_up(data: Path, run_dir: Path, config: ExperimentConfig, device: str | No
     targets = targets_named(tc.targets)
     transform = training_transform(tc.augment, tc.modality_dropout, tc.patch_size, tc.transplant,
                                    donors=[cache_dir / case_id for case_id in split["train"]],
-                                   prior_uninformed=targets.uninformed if tc.cascade else None)
+                                   prior_uninformed=targets.uninformed if tc.cascade else None, tumour_cubes=tc.tumour_cubes)
     dataset = CachedCaseDataset(cache_dir, split["train"], repeats=tc.repeats, transform=transform, prior=tc.cascade)
     sampler = _sampler(dataset, tc, ctx)
     loader = DataLoader(dataset, batch_size=tc.batch_size, sampler=sampler, num_workers=workers if workers > 1 else 0,
