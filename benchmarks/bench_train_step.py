@@ -124,11 +124,11 @@ def main() -> None:
         rows = _steps(setup, args.steps)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             _steps(setup, 3)
-        for name, peer in [*((m, lambda m=m: preset_setup(m)) for m in args.compare),
-                           *((f"vnet3d, {p}^3 cubes", lambda p=p: preset_setup("vnet3d", p)) for p in args.patch_sizes)]:
-            peer_setup = peer()
-            _steps(peer_setup, 2)
-            peers[name] = statistics.median(sum(r.values()) for r in _steps(peer_setup, args.steps))
+        for name, model, patch_size in [*((m, m, 0) for m in args.compare),
+                                        *((f"vnet3d, {p}^3 cubes", "vnet3d", p) for p in args.patch_sizes)]:
+            peer = preset_setup(model, patch_size)
+            _steps(peer, 2)
+            peers[name] = statistics.median(sum(r.values()) for r in _steps(peer, args.steps))
     per_phase = {p: statistics.median(r[p] for r in rows) for p in PHASES}
     step = statistics.median(sum(r.values()) for r in rows)
     ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)

@@ -17,13 +17,14 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def cpu_name() -> str:
     """The CPU's model name and widest vector unit ("AMD EPYC, AVX2"): machines named alike ("AMD EPYC") differ
     2-3x in what they compute per core, and the vector unit says which."""
+    from gliomaseg.model.device import cpu_flags
+
     try:
         with open("/proc/cpuinfo") as info:
-            lines = info.read().splitlines()
-        cpu = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
-        flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), [])
+            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
     except (OSError, StopIteration):
         return "unknown CPU"
+    flags = cpu_flags()
     held = os.environ.get("ONEDNN_MAX_CPU_ISA")
     return (cpu + next((f", {name}" for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2")) if flag in flags), "")
             + (f", oneDNN held to {held}" if held else ""))

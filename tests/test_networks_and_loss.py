@@ -161,7 +161,6 @@ def test_plain_cuda_means_this_ranks_gpu(monkeypatch):
     assert pick_device("cpu") == torch.device("cpu")
 
 
-
 @pytest.mark.parametrize(("held", "native"), [("AVX2", False), ("avx512_core", False), ("AVX512_CORE_AMX", True), ("", True)])
 def test_bf16_is_off_where_onednn_is_held_below_native_bf16(monkeypatch, held, native):
     # a CPU that has the instructions, so only the oneDNN limit decides

@@ -81,8 +81,8 @@ def test_a_patch_trained_network_predicts_by_sliding_window_with_the_same_result
 def test_patch_training_runs_and_predicts_on_the_native_grid(synthetic_dir, tmp_path):
     run = tmp_path / "run"
     result = CliRunner().invoke(app, ["-q", "train", str(synthetic_dir), "--out", str(run), "--size", "48", "--patch-size", "32",
-                                      "--tumour-cubes", "0.25", "--epochs", "1", "--batch-size", "2", "--repeats", "1", "--device", "cpu", "-j", "1",
-                                      "--no-tune-postprocess"])
+                                      "--tumour-cubes", "0.25", "--epochs", "1", "--batch-size", "2", "--repeats", "1",
+                                      "--device", "cpu", "-j", "1", "--no-tune-postprocess"])
     assert result.exit_code == 0, result.output
     model = load_model(run, "cpu")
     assert model.config.train.patch_size == 32 and model.config.preprocess.size == (48, 48, 48)

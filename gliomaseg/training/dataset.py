@@ -118,8 +118,8 @@ def cube_start(centre: tuple[int, ...], shape: tuple[int, ...], size: int) -> tu
 
 class RandTumourCubed(RandomizableTransform, MapTransform):
     """A random cube of side ``size`` of ``image`` and ``label``: centred on a tumour voxel with probability
-    ``tumour_share`` (as nnU-Net oversamples foreground), else on any other voxel of the grid, moved inwards as far as the grid needs, and padded
-    with background where the grid is smaller than the cube.
+    ``tumour_share`` (as nnU-Net oversamples foreground), else on any other voxel of the grid, moved inwards as far
+    as the grid needs, and padded with background where the grid is smaller than the cube.
 
     The same cubes as MONAI's ``RandCropByPosNegLabeld(pos=1, neg=1, allow_smaller=True)`` then ``SpatialPadd``, which
     convert the whole grid to float32 and list the index of every one of its voxels for each cube (~0.3 s a sample on a
@@ -170,9 +170,10 @@ def training_transform(augment: str, modality_dropout: float = 0.0, patch_size: 
                        donors: list[Path] | None = None, prior_uninformed: float | None = None,
                        tumour_cubes: float = 0.5) -> Compose:
     """A tumour of one of ``donors`` (cache folders) pasted in with probability ``transplant``, a random cube
-    of ``patch_size`` (if > 0: :class:`RandTumourCubed`, a ``tumour_cubes`` share of them centred on tumour), the ``augment`` augmentation (unless "none"), sequence
-    dropout (if ``modality_dropout``), then, for a cascade second stage (``prior_uninformed`` given), the first
-    stage's probabilities appended to the channels (:class:`AppendStageOnePriord`).
+    of ``patch_size`` (if > 0: :class:`RandTumourCubed`, a ``tumour_cubes`` share of them centred on tumour), the
+    ``augment`` augmentation (unless "none"), sequence dropout (if ``modality_dropout``), then, for a cascade second
+    stage (``prior_uninformed`` given), the first stage's probabilities appended to the channels
+    (:class:`AppendStageOnePriord`).
 
     It takes a :class:`CachedCaseDataset` sample as the cache stores it: the transplant and the cube read what they
     need of the memory-mapped arrays, and only then is the sample made tensors (:func:`as_training_tensors`), so a
