@@ -95,6 +95,8 @@ class Setup:
     gate: str = ""
     """A two-stage setup's first stage is gated by this setup's nested rules of the fold in place of its own: for a
     first stage trained again on a few folds (its other folds not run), the rules of the setup it is a twin of."""
+    pre_operative: bool = False
+    """Predict the held-out cases as exams from before surgery (``predict --pre-operative``: no voxel labelled RC)."""
 
     def describe(self) -> str:
         parts = [" ".join(self.options) or "(the preset)"] + ([f"+ {self.synthetic} synthetic cases"] if self.synthetic else [])
@@ -106,6 +108,7 @@ class Setup:
             parts += [FUSION_WORDS.get(self.fusion, f"the two stages fused by their {self.fusion}")] if self.fusion else []
             parts += [f"averaged with {' and '.join(self.ensemble)}'s runs"] if self.ensemble else []
         parts += ["predicted with the 8 axis flips"] if self.tta else []
+        parts += ["predicted as pre-operative exams (no cavity labelled)"] if self.pre_operative else []
         return ", ".join(parts) if self.reuses else " ".join(parts)
 
 
@@ -149,6 +152,10 @@ SETUPS: dict[str, Setup] = {
     "cascadecarved2drop64cavity": Setup(synthetic=0, carved=1, reuses="cascadecarved2drop64", fusion="cavity", gate="dropout64"),
     "patch48": Setup(("--patch-size", "48")),
     "patch48uniform": Setup(("--patch-size", "48", "--tumour-cubes", "0")),
+    "carveddrop64": Setup(("--modality-dropout", "0.2"), carved=1),
+    "carvedcascade64": Setup(synthetic=0, carved=1, reuses="cascadecarved2drop64", first="carveddrop64", incomplete=True),
+    "cascadecarved2drop64preop": Setup(synthetic=0, reuses="cascadecarved2drop64", gate="dropout64", pre_operative=True),
+    "carvedcascade64preop": Setup(synthetic=0, reuses="cascadecarved2drop64", first="carveddrop64", pre_operative=True),
 }
 """Setup name -> how it differs from ``train --preset cpu --val-fraction 0`` (the preset: 64^3, 40 epochs of
 32 steps of batch 2, AdamW 1e-3 cosine, multisite augmentation, label targets) plus the shipped
@@ -281,7 +288,7 @@ def run_fold(data: Path, setup: str, fold: int, splits: list[dict[str, list[str]
         _train_fold(data, setup, fold, split, work, seed)
     started = time.perf_counter()
     models = prediction_models(work, setup, fold, len(splits))
-    predict(held_out, fold_dir / "pred", models, quiet=True, fail_fast=True, flip_tta=spec.tta)
+    predict(held_out, fold_dir / "pred", models, quiet=True, fail_fast=True, flip_tta=spec.tta, pre_operative=spec.pre_operative)
     _record_seconds(fold_dir, "predict_s", time.perf_counter() - started)
     if spec.carved:
         _carve_held_out(held_out, fold_dir / "held_out_carved", seed)
@@ -289,7 +296,8 @@ def run_fold(data: Path, setup: str, fold: int, splits: list[dict[str, list[str]
     if spec.incomplete:
         for name, removed in INCOMPLETE_INPUTS.items():
             folder = without_sequences(held_out, removed, fold_dir / f"held_out_{name}")
-            predict(folder, fold_dir / f"pred_{name}", models, quiet=True, fail_fast=True, flip_tta=spec.tta)
+            predict(folder, fold_dir / f"pred_{name}", models, quiet=True, fail_fast=True, flip_tta=spec.tta,
+                    pre_operative=spec.pre_operative)
     (fold_dir / "done.json").write_text(json.dumps({"setup": setup, "fold": fold, "setup_spec": spec.describe(), **split}, indent=2) + "\n")
     archive_fold(fold_dir, archive_path(RESULTS, setup, fold), fold_box_fraction(fold_dir, setup))
 

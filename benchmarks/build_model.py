@@ -205,7 +205,7 @@ def evidence_from_cross_validation(cv: dict, name: str, pictures: list[Path]) ->
     false_cavities = (f"In the cross-validation {cavities['cases']} of {cavities['of']} pre-operative cases were given a resection "
                       f"cavity they do not have (after post-processing; the largest {cavities['largest_ml']:.1f} mL): what the "
                       f"{'synthetic and carved' if 'carved_rc_dice' in chosen else 'synthetic'} cavities taught can be mistaken "
-                      "for real tumour.")
+                      "for real tumour; on an exam known to be from before surgery, `predict --pre-operative` labels no cavity.")
     carved_rc = ""
     if "carved_rc_dice" in chosen:
         scores["carved_rc_dice"] = chosen["carved_rc_dice"]["nested"]

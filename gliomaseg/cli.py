@@ -47,6 +47,8 @@ Workers = Annotated[int, typer.Option("--workers", "-j", help="Parallel processe
 FailFast = Annotated[bool, typer.Option("--fail-fast", help="Stop at the first bad case instead of reporting it and going on.")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Redo cases whose outputs exist (default: skip them).")]
 Device = Annotated[Optional[str], typer.Option(help="cpu, cuda or cuda:N (default: a GPU when there is one).")]
+PreOperative = Annotated[bool, typer.Option("--pre-operative", help="The exams are from before surgery: no voxel is "
+                                            "labelled resection cavity (RC); each takes its likeliest other label.")]
 SCHEMES_HELP = "brats2024 (4 = resection cavity) or brats2021 (BraTS 2017-2021: 4 = enhancing tumour, read as 3)"
 LabelScheme = Annotated[Scheme, typer.Option(help=f"How the label files are written: {SCHEMES_HELP}.")]
 ScoringProtocol = Annotated[Protocol, typer.Option(help="brats2024 (the 2024 lesion-wise code, also used in 2025) or brats2026 "
@@ -406,6 +408,7 @@ def predict_command(
                                                           "original t1c's grid and affine, and <case>.seg.dcm (DICOM SEG on the "
                                                           "original t1c series) for exams that came as DICOM.")] = False,
     no_dicom_seg: Annotated[bool, typer.Option("--no-dicom-seg", help="With --native: no DICOM SEG.")] = False,
+    pre_operative: PreOperative = False,
 ) -> None:
     """Segment cases; writes <case>.nii.gz on each input's own grid, post-processed by the model's tuned rules."""
     from gliomaseg.inference.predictor import predict
@@ -423,7 +426,7 @@ def predict_command(
                  f": {shipped.summary}" if shipped else "")
     report = predict(input_path, target, model or None, device=device, flip_tta=tta, overwrite=overwrite, fail_fast=fail_fast,
                      shard_spec=_parse_shard(shard), quiet=_state["quiet"], postprocess=rules or not no_postprocess,
-                     save_probabilities=save_probabilities, native=native, dicom_seg=not no_dicom_seg)
+                     save_probabilities=save_probabilities, native=native, dicom_seg=not no_dicom_seg, pre_operative=pre_operative)
     _finish(report, "predict")
 
 
@@ -435,13 +438,14 @@ def ensemble_command(
     rules: Annotated[Optional[Path], typer.Option(help="Post-processing rules file to apply (default: none).")] = None,
     overwrite: Overwrite = False,
     fail_fast: FailFast = False,
+    pre_operative: PreOperative = False,
 ) -> None:
     """Average saved probabilities of several runs per case and write the label maps."""
     from gliomaseg.inference.ensemble import ensemble_folders
     from gliomaseg.postprocessing.rules import PostprocessRules, load_rules
 
     report = ensemble_folders(folders, out, rules=load_rules(rules) if rules else PostprocessRules(), overwrite=overwrite,
-                              fail_fast=fail_fast, quiet=_state["quiet"])
+                              fail_fast=fail_fast, quiet=_state["quiet"], pre_operative=pre_operative)
     _finish(report, "ensemble")
 
 

@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 from conftest import EXAMPLES, tiny_config
 from gliomaseg.cli import app
 from gliomaseg.errors import InputError
-from gliomaseg.inference.ensemble import common_targets, mean_probabilities, read_probabilities
+from gliomaseg.inference.ensemble import (SavedProbabilities, common_targets, mean_probabilities, probabilities_path,
+                                          read_probabilities, write_probabilities)
 from gliomaseg.inference.predictor import ensemble_rules, load_model
 from gliomaseg.io.cases import discover_cases
 from gliomaseg.model.run_folder import RunFolder
@@ -118,3 +119,18 @@ def test_ensemble_refuses_missing_and_foreign_files(trained_run, tmp_path):
         read_probabilities(tmp_path / "b" / first.name)
     result = runner.invoke(app, ["-q", "ensemble", str(tmp_path / "a"), "--out", str(tmp_path / "a")])
     assert result.exit_code == 1 and "must not be an input folder" in result.output
+
+
+def test_ensemble_pre_operative_labels_no_cavity(tmp_path):
+    # two saved runs that agree on a cavity, the core their second choice there
+    probabilities = torch.zeros(5, 6, 6, 6)
+    probabilities[0] = 1.0
+    probabilities[:, 2:4, 2:4, 2:4] = torch.tensor([0.05, 0.3, 0.0, 0.05, 0.6])[:, None, None, None]
+    for run in ("a", "b"):
+        (tmp_path / run).mkdir()
+        write_probabilities(probabilities_path(tmp_path / run, "exam"), SavedProbabilities(LABELS, probabilities, np.eye(4), None))
+    for flag, out, cavity_label in (([], "post", 4), (["--pre-operative"], "pre", 1)):
+        result = CliRunner().invoke(app, ["-q", "ensemble", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / out), *flag])
+        assert result.exit_code == 0, result.output
+        labels = _labels(tmp_path / out / "exam.nii.gz")
+        assert (labels[2:4, 2:4, 2:4] == cavity_label).all() and labels.sum() == 8 * cavity_label

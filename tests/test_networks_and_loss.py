@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from gliomaseg.config import TrainConfig
@@ -61,6 +62,22 @@ def test_targets_decode_what_they_encode(targets):
         for channel, (name, values) in enumerate(TRAINING_REGIONS.items()):
             assert values == REGIONS.get(name, values)
             assert torch.equal(encoded[:, channel].bool(), torch.isin(label[:, 0], torch.tensor(values)))
+
+
+@pytest.mark.parametrize("targets", [LABELS, REGION_TARGETS])
+def test_decoding_without_a_cavity_gives_the_cavity_s_voxels_their_likeliest_other_label(targets):
+    # each voxel favours the label drawn for it, then the label two up: a cavity's runner-up is the core (NETC)
+    label = _random_label_map(1)[0, 0]
+    runner_up = (label + 2) % NUM_CLASSES
+    probabilities = (0.6 * F.one_hot(label, NUM_CLASSES) + 0.3 * F.one_hot(runner_up, NUM_CLASSES)).movedim(-1, 0).float()
+    cavity = label == 4
+    if targets is REGION_TARGETS:  # sigmoids: the core above 0.5 but below the cavity on the cavity's voxels
+        probabilities = LABELS.as_regions(probabilities)
+        probabilities[:2, cavity] = 0.55
+    with_cavity, without = targets.decode(probabilities), targets.decode(probabilities, cavity=False)
+    assert torch.equal(with_cavity, label.to(torch.uint8)) and cavity.any()
+    assert torch.equal(without[~cavity], with_cavity[~cavity])
+    assert (without[cavity] == 1).all()
 
 
 @pytest.mark.parametrize("targets", [LABELS, REGION_TARGETS])

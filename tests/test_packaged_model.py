@@ -130,6 +130,27 @@ def test_predict_without_a_model_gives_an_exam_missing_a_sequence_to_the_model_f
     assert not list((tmp_path / "refused").glob("*.nii.gz"))
 
 
+def test_predict_pre_operative_labels_no_cavity_and_changes_no_other_voxel(tmp_path):
+    """A cavity carved into the bundled case: the default model labels part of it RC; told the exam is from before
+    surgery, it labels none, and only the voxels it had called cavity change."""
+    from gliomaseg.data.carved_cavities import write_carved_cases
+    from gliomaseg.inference.predictor import predict
+
+    (tmp_path / "hosts").mkdir()
+    (tmp_path / "hosts" / CASE.name).symlink_to(CASE)
+    [carved] = write_carved_cases(tmp_path / "hosts", tmp_path / "carved", 1, seed=0)
+    predict(carved.parent, tmp_path / "post", postprocess=False, quiet=True, fail_fast=True)
+    result = subprocess.run([sys.executable, "-m", "gliomaseg", "predict", str(carved.parent), "-o", str(tmp_path / "pre"),
+                             "--device", "cpu", "--no-postprocess", "--pre-operative"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "pre-operative exams: no voxel is labelled resection cavity (RC)" in result.stderr
+    post, pre = (np.asarray(nib.load(str(tmp_path / name / f"{carved.name}.nii.gz")).dataobj) for name in ("post", "pre"))
+    truth = np.asarray(nib.load(str(carved / f"{carved.name}-seg.nii.gz")).dataobj)
+    assert (post[truth == 4] == 4).sum() >= 1000, "the default model no longer finds the carved cavity"
+    assert not (pre == 4).any()
+    np.testing.assert_array_equal(pre[post != 4], post[post != 4])
+
+
 @pytest.mark.parametrize("which", ["default", "incomplete"])
 def test_a_two_stage_model_names_the_packaged_first_stage_it_was_trained_over_instead_of_a_copy(which):
     model = _default_model() if which == "default" else _incomplete_model()

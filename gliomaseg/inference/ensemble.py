@@ -124,7 +124,7 @@ def read_probabilities(path: Path | str) -> SavedProbabilities:
     return SavedProbabilities(targets, probabilities, np.asarray(data["affine"], dtype=np.float64), space)
 
 
-def _ensemble_case(case_id: str, folders: Sequence[Path], out_dir: Path, rules: PostprocessRules) -> Path:
+def _ensemble_case(case_id: str, folders: Sequence[Path], out_dir: Path, rules: PostprocessRules, pre_operative: bool) -> Path:
     paths = [probabilities_path(folder, case_id) for folder in folders]
     for path in paths:
         if not path.exists():
@@ -140,7 +140,7 @@ def _ensemble_case(case_id: str, folders: Sequence[Path], out_dir: Path, rules: 
                 raise InputError(path, f"grid differs from {paths[0]} (shape or affine)")
             yield other.targets, other.probabilities
 
-    labels = targets.decode(mean_probabilities(parts(), targets)).numpy()
+    labels = targets.decode(mean_probabilities(parts(), targets), cavity=not pre_operative).numpy()
     return save_label_map(rules.apply(labels), first.affine, out_dir / f"{case_id}{NIFTI_SUFFIX}", first.space)
 
 
@@ -152,9 +152,11 @@ def ensemble_folders(
     overwrite: bool = False,
     fail_fast: bool = False,
     quiet: bool = False,
+    pre_operative: bool = False,
 ) -> BatchReport[Path]:
     """``<out_dir>/<case>.nii.gz`` from the mean probabilities of every case saved in all ``folders``
-    (by ``predict --save-probabilities``), post-processed by ``rules``; finished cases are skipped."""
+    (by ``predict --save-probabilities``), post-processed by ``rules``; finished cases are skipped.
+    ``pre_operative``: no voxel is labelled resection cavity, as ``predict``'s."""
     folders, out_dir = [Path(f) for f in folders], Path(out_dir)
     for folder in folders:
         if not folder.is_dir():
@@ -166,5 +168,5 @@ def ensemble_folders(
         raise InputError(out_dir, "the output folder must not be an input folder")
     todo = [c for c in case_ids if overwrite or not (out_dir / f"{c}{NIFTI_SUFFIX}").exists()]
     out_dir.mkdir(parents=True, exist_ok=True)
-    return run_batch(todo, name=str, work=partial(_ensemble_case, folders=folders, out_dir=out_dir, rules=rules),
+    return run_batch(todo, name=str, work=partial(_ensemble_case, folders=folders, out_dir=out_dir, rules=rules, pre_operative=pre_operative),
                      desc="ensemble", fail_fast=fail_fast, quiet=quiet)

@@ -129,7 +129,7 @@ def _models_for(files: Case, models: Sequence[LoadedModel], rules: PostprocessRu
 
 def _predict_folder(folder: Path, models: Sequence[LoadedModel], rules: PostprocessRules, out_dir: Path, flip_tta: bool,
                     save_probabilities: bool, native: bool = False, dicom_seg: bool = True,
-                    incomplete: Callable[[], LoadedModel] | None = None) -> Path:
+                    incomplete: Callable[[], LoadedModel] | None = None, pre_operative: bool = False) -> Path:
     files = read_case_folder(folder, allow_missing=True)
     models, rules = _models_for(files, models, rules, incomplete)
     case = load_case(files, with_label=False)
@@ -143,7 +143,7 @@ def _predict_folder(folder: Path, models: Sequence[LoadedModel], rules: Postproc
     if save_probabilities:  # first: a case counts as done once its label map exists
         saved = SavedProbabilities(targets, probabilities, case.affine, case.space)
         write_probabilities(probabilities_path(out_dir, case.case_id), saved)
-    label_map = rules.apply(targets.decode(probabilities).numpy())
+    label_map = rules.apply(targets.decode(probabilities, cavity=not pre_operative).numpy())
     if native:
         native_labels = onto_original_grid(label_map, case.affine, scan)
         if series is not None:
@@ -176,6 +176,7 @@ def predict(
     save_probabilities: bool = False,
     native: bool = False,
     dicom_seg: bool = True,
+    pre_operative: bool = False,
 ) -> BatchReport[Path]:
     """Predict one case folder or every case folder under ``input_path`` into ``out_dir``.
 
@@ -188,7 +189,9 @@ def predict(
     own rules; an ensemble's are :func:`ensemble_rules`). ``native`` (cases made by ``gliomaseg
     prepare``): also ``<out_dir>/<case>-native.nii.gz``, the labels on the original t1c's grid, and for
     exams prepared from DICOM, unless not ``dicom_seg``, ``<out_dir>/<case>.seg.dcm``: a DICOM SEG that
-    references the original t1c series (:mod:`gliomaseg.io.dicom_seg`).
+    references the original t1c series (:mod:`gliomaseg.io.dicom_seg`). ``pre_operative``: the exams are from
+    before surgery, so no voxel is labelled resection cavity (RC); each takes its likeliest other label (the saved
+    probabilities stay the model's own).
     """
     out_dir = Path(out_dir)
     folders = shard(find_case_folders(input_path), *shard_spec)
@@ -209,11 +212,14 @@ def predict(
     skipped = len(folders) - len(todo)
     if skipped:
         log.info("skipping %d case(s) already predicted in %s", skipped, out_dir)
+    if pre_operative and todo:
+        log.info("pre-operative exams: no voxel is labelled resection cavity (RC); each takes its likeliest other label")
     report = run_batch(
         todo,
         name=lambda f: f.name,
         work=partial(_predict_folder, models=models, rules=rules, out_dir=out_dir, flip_tta=flip_tta,
-                     save_probabilities=save_probabilities, native=native, dicom_seg=dicom_seg, incomplete=incomplete),
+                     save_probabilities=save_probabilities, native=native, dicom_seg=dicom_seg, incomplete=incomplete,
+                     pre_operative=pre_operative),
         desc="predict",
         fail_fast=fail_fast,
         quiet=quiet,

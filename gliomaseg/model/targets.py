@@ -22,6 +22,9 @@ import torch.nn.functional as F
 from gliomaseg.labels import NUM_CLASSES, TRAINING_REGIONS
 from gliomaseg.preprocessing.pipeline import channel_argmax
 
+(CAVITY_LABEL,) = TRAINING_REGIONS["RC"]
+assert CAVITY_LABEL == NUM_CLASSES - 1, "Targets.decode drops the cavity as the last label channel"
+
 
 @dataclass(frozen=True)
 class Targets:
@@ -68,10 +71,12 @@ class Targets:
             return probabilities
         return torch.stack([probabilities[list(values)].sum(dim=0) for values in TRAINING_REGIONS.values()])
 
-    def decode(self, probabilities: torch.Tensor) -> torch.Tensor:
-        """(C, ...) probabilities -> (...) uint8 label map."""
+    def decode(self, probabilities: torch.Tensor, cavity: bool = True) -> torch.Tensor:
+        """(C, ...) probabilities -> (...) uint8 label map. Without ``cavity`` (an exam from before surgery, where
+        a resection cavity cannot be) no voxel is labelled RC: each takes the likeliest of the other labels."""
         if not self.is_regions:
-            return channel_argmax(probabilities)
+            # RC is the last label, so the arg-max of the channels before it is the label among the others
+            return channel_argmax(probabilities if cavity else probabilities[:CAVITY_LABEL])
         wt, tc, et, rc = (probabilities[i] for i in range(len(TRAINING_REGIONS)))
         label = torch.zeros(probabilities.shape[1:], dtype=torch.uint8, device=probabilities.device)
         # nested, as nnU-Net rebuilds BraTS labels: WT -> SNFH, inside it TC -> NETC, inside that ET
@@ -79,7 +84,8 @@ class Targets:
         label[tc > 0.5] = 1
         label[et > 0.5] = 3
         # the cavity is not part of any tumour region: it wins where it is the likelier of the two
-        label[(rc > 0.5) & (rc > wt)] = 4
+        if cavity:
+            label[(rc > 0.5) & (rc > wt)] = CAVITY_LABEL
         return label
 
 
